@@ -1,0 +1,80 @@
+"""
+WebSocket counters of one process, and their merge across workers.
+
+Latencies go to Locust's own request statistics; these counters carry what
+Locust has no place for: connection states, messages that are not round trips
+(plain sends, server pushes) and bytes on the wire. Every worker ships its
+counters to the master under :data:`REPORT_KEY` with Locust's
+``report_to_master`` event; the master adds them up in ``worker_report``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = ["REPORT_KEY", "WsCounters", "CONNECTION_STATES"]
+
+REPORT_KEY = "wslocust"
+"""Our key in Locust's worker report (``stats`` and ``errors`` are Locust's)."""
+
+CONNECTION_STATES = ("connecting", "open", "reconnecting", "failed", "closed")
+
+
+@dataclass
+class WsCounters:
+    """
+    Counters of one process (or, after :meth:`merge`, of several).
+
+    ``open``, ``connecting``, ``reconnecting`` and ``failed`` are gauges: how
+    many users are in that state now. Everything else only grows.
+    """
+
+    connecting: int = 0
+    """Users whose first connection attempt is under way."""
+    open: int = 0
+    """Users with an open connection."""
+    reconnecting: int = 0
+    """Users that lost their connection and are trying to get it back."""
+    failed: int = 0
+    """Users that gave up after ``max_reconnect_attempts`` failed attempts."""
+    connect_attempts: int = 0
+    """Connection attempts started (first connects and reconnects)."""
+    connects_succeeded: int = 0
+    connects_failed: int = 0
+    reconnects: int = 0
+    """Successful reconnects (included in ``connects_succeeded``)."""
+    disconnects: int = 0
+    """Connections closed by the server or the network, not by the user."""
+    closed: int = 0
+    """Connections closed by the user (stop, churn)."""
+    messages_sent: int = 0
+    messages_received: int = 0
+    """All data messages received: replies and unsolicited ones."""
+    unsolicited_received: int = 0
+    """Messages received that answered no pending request (server pushes)."""
+    bytes_sent: int = 0
+    """Payload bytes of data messages sent."""
+    bytes_received: int = 0
+    """Payload bytes of data messages received."""
+    replies_timed_out: int = 0
+    replies_lost: int = 0
+    """Requests whose connection closed before the reply came."""
+    replies_in_flight_at_stop: int = 0
+    """Requests still unanswered when their user stopped (not failures)."""
+
+    def merge(self, other: WsCounters) -> WsCounters:
+        """Add ``other`` into this one and return it; associative and commutative."""
+        for field in fields(self):
+            name = field.name
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    def as_dict(self) -> dict[str, int]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WsCounters:
+        """Build from :meth:`as_dict` output; unknown keys (a newer worker) are ignored."""
+        known = {field.name for field in fields(cls)}
+        return cls(**{key: int(value) for key, value in data.items() if key in known})

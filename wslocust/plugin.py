@@ -1,0 +1,223 @@
+"""
+How wslocust plugs into a Locust run: its command-line options, the target
+default (``WS_SERVER_URL``, else the embedded reference server), the
+open-files limit, and the WebSocket counters shipped from workers to the
+master.
+
+Importing :mod:`wslocust` registers these listeners on ``locust.events``
+once; Locust has no plugin discovery, an extension works by being imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import sys
+from typing import Any
+
+from locust import events
+from locust.runners import WorkerRunner
+
+from .exceptions import ConfigurationError
+from .metrics import REPORT_KEY, WsCounters
+from .uri import parse_uri, redact_uri
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "DEFAULT_MESSAGE_INTERVAL_MS",
+    "counters",
+    "aggregate_counters",
+    "default_target",
+    "message_interval",
+    "next_source_address",
+]
+
+logger = logging.getLogger("wslocust")
+
+DEFAULT_TARGET = "ws://localhost:3003/ws"
+"""The original suite's default ``WS_SERVER_URL``."""
+EMBEDDED_HOST = "127.0.0.1"
+EMBEDDED_PORT = 3003
+DEFAULT_MESSAGE_INTERVAL_MS = 5000.0
+
+
+# Options ---------------------------------------------------------------------
+
+
+def _milliseconds(option: str, env: str) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value >= 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{env} / {option}: {text!r} is not a number of milliseconds >= 0")
+        return value
+
+    return parse
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any) -> None:
+    group = parser.add_argument_group("wslocust", "WebSocket options (wslocust)")
+    group.add_argument(
+        "--ws-message-interval",
+        type=_milliseconds("--ws-message-interval", "MESSAGE_INTERVAL"),
+        env_var="MESSAGE_INTERVAL",
+        default=None,
+        metavar="MS",
+        help="Milliseconds between the periodic messages of each connection (users without tasks); "
+        "0 sends none. Overrides the locustfile's message_interval. Default: the locustfile's, else 5000.",
+    )
+
+
+def message_interval(environment: Any) -> float | None:
+    """The run's ``--ws-message-interval`` in seconds, or None when not given."""
+    options = environment.parsed_options
+    value = getattr(options, "ws_message_interval", None) if options is not None else None
+    if value is None or value == "":
+        return None
+    # The web UI hands custom options back as strings.
+    return float(value) / 1000
+
+
+def default_target(environment: Any) -> str:
+    """The target when neither the user class nor ``--host`` names one."""
+    return environment.host or os.environ.get("WS_SERVER_URL") or DEFAULT_TARGET
+
+
+def next_source_address(environment: Any) -> tuple[str, int] | None:
+    """The local address the next connection binds to; None lets the kernel choose."""
+    return None
+
+
+# Counters --------------------------------------------------------------------
+
+
+def counters(environment: Any) -> WsCounters:
+    """This process's WebSocket counters, created on first use."""
+    found: WsCounters | None = getattr(environment, "ws_counters", None)
+    if found is None:
+        found = environment.ws_counters = WsCounters()
+    return found
+
+
+def aggregate_counters(environment: Any) -> WsCounters:
+    """The run's counters: this process's, plus the last report of every worker on a master."""
+    total = WsCounters().merge(counters(environment))
+    for snapshot in getattr(environment, "ws_worker_counters", {}).values():
+        total.merge(snapshot)
+    return total
+
+
+@events.report_to_master.add_listener
+def _report_counters(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    # Snapshots, not deltas: the master keeps each worker's latest, so a
+    # report lost or a worker killed never double-counts or drops history.
+    environment = _environment()
+    if environment is not None:
+        data[REPORT_KEY] = counters(environment).as_dict()
+
+
+@events.worker_report.add_listener
+def _receive_counters(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    environment = _environment()
+    if environment is not None and REPORT_KEY in data:
+        if not hasattr(environment, "ws_worker_counters"):
+            environment.ws_worker_counters = {}
+        environment.ws_worker_counters[client_id] = WsCounters.from_dict(data[REPORT_KEY])
+
+
+_environments: list[Any] = []
+
+
+def _environment() -> Any:
+    return _environments[-1] if _environments else None
+
+
+# Run setup -------------------------------------------------------------------
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_: Any) -> None:
+    _environments.append(environment)
+    counters(environment)
+    _raise_open_files_limit()
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master decides the target and sends it with each spawn message
+    explicit = environment.host or os.environ.get("WS_SERVER_URL")
+    if not explicit and any(getattr(cls, "host", None) for cls in environment.user_classes):
+        return
+    if explicit:
+        try:
+            parse_uri(explicit)
+        except ConfigurationError as exc:
+            source = "--host" if environment.host else "WS_SERVER_URL"
+            sys.stderr.write(f"wslocust: {source}: {exc}\n")
+            sys.exit(2)
+        environment.host = explicit
+        return
+    _start_embedded_server(environment)
+
+
+def _start_embedded_server(environment: Any) -> None:
+    from .server import ServerConfig, create_server
+
+    server = create_server(ServerConfig(host=EMBEDDED_HOST, port=EMBEDDED_PORT, path="/ws"))
+    try:
+        server.start()
+    except OSError as exc:
+        sys.stderr.write(
+            f"wslocust: cannot start the embedded reference server on {EMBEDDED_HOST}:{EMBEDDED_PORT} "
+            f"({exc.strerror}); pass --host ws://{EMBEDDED_HOST}:{EMBEDDED_PORT}/ws to target what runs there\n"
+        )
+        sys.exit(2)
+    environment.ws_embedded_server = server
+    environment.host = server.url
+    logger.info(
+        "No target given (--host / WS_SERVER_URL): started the embedded reference server at %s", server.url
+    )
+
+
+@events.quit.add_listener
+def _on_quit(**_: Any) -> None:
+    # "quit" comes after the runner stopped every user ("quitting" may come before).
+    environment = _environment()
+    if environment is None or isinstance(environment.runner, WorkerRunner):
+        return
+    total = aggregate_counters(environment)
+    logger.info(
+        "WebSocket summary: %d connects (%d failed, %d reconnects, %d disconnects), "
+        "%d messages sent, %d received (%d unsolicited), %d bytes sent, %d received, "
+        "%d replies timed out, %d lost, %d in flight at stop",
+        total.connects_succeeded,
+        total.connects_failed,
+        total.reconnects,
+        total.disconnects,
+        total.messages_sent,
+        total.messages_received,
+        total.unsolicited_received,
+        total.bytes_sent,
+        total.bytes_received,
+        total.replies_timed_out,
+        total.replies_lost,
+        total.replies_in_flight_at_stop,
+    )
+    server = getattr(environment, "ws_embedded_server", None)
+    if server is not None:
+        server.stop(timeout=1.0)
+
+
+def _raise_open_files_limit() -> None:
+    # Locust raises the soft limit only to 10,000; a WebSocket run needs one
+    # descriptor per connection, so take everything the hard limit allows.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1_048_576
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            logger.warning("could not raise the open-files limit from %d to %d", soft, hard)

@@ -1,0 +1,623 @@
+"""
+:class:`WebSocketUser`: one Locust user holding one WebSocket connection.
+
+This is the only layer that fires Locust events. Every event has
+``request_type="WS"``; the names are:
+
+========== =================================================================
+connect    first connection of a user: TCP + TLS + upgrade time, or the error
+reconnect  a later connection after the previous one was lost
+echo       round trip of :meth:`~WebSocketUser.echo` and periodic messages,
+           from the time the message was *scheduled* to be sent
+ping       ping to pong round trip (when ``ping_interval`` is set)
+disconnect the server or the network closed the connection (failure only)
+send       a plain :meth:`~WebSocketUser.send` that could not be sent
+           (failure only; successful sends are counted, not timed)
+========== =================================================================
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import time
+from collections.abc import Hashable, Sequence
+from typing import Any, ClassVar
+
+import gevent
+import gevent.event
+from locust import User
+from locust.exception import StopUser
+
+from . import plugin
+from .connection import Connection
+from .exceptions import (
+    ConfigurationError,
+    ConnectionClosed,
+    PingTimeout,
+    ReceiveTimeout,
+    WsLocustError,
+    connection_closed,
+)
+from .metrics import WsCounters
+from .uri import WsURI, parse_uri
+
+__all__ = ["WebSocketUser", "ConnectionState"]
+
+logger = logging.getLogger(__name__)
+
+perf_counter = time.perf_counter
+
+
+class ConnectionState(enum.Enum):
+    """Where a user's connection is in its life."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    """Gave up after ``max_reconnect_attempts``; the user stops."""
+    CLOSED = "closed"
+
+
+class _Pending:
+    """A request waiting for its reply."""
+
+    __slots__ = ("key", "name", "scheduled_at", "waiter", "reply", "later")
+
+    def __init__(self, key: Hashable, name: str, scheduled_at: float, waiter: gevent.event.Event | None) -> None:
+        self.key = key
+        self.name = name
+        self.scheduled_at = scheduled_at
+        self.waiter = waiter
+        self.reply: Any = None
+        self.later: _Pending | None = None  # the next request waiting on the same key
+
+
+class WebSocketUser(User):
+    """
+    A Locust user that holds one WebSocket connection to ``host``.
+
+    The connection opens before ``on_start`` and is kept open: when the server
+    or the network drops it, the user reconnects with exponential backoff and
+    jitter. A user without tasks just holds the connection and sends one
+    message every ``message_interval`` seconds on an open-loop schedule, as
+    the original Node.js suite does; define ``@task`` methods to script other
+    traffic with :meth:`send`, :meth:`echo` and :meth:`request`.
+
+    Example::
+
+        class ChatUser(WebSocketUser):
+            headers = {"Authorization": "Bearer test-token"}
+
+            @task
+            def say_hello(self):
+                self.echo("hello")
+    """
+
+    abstract = True
+
+    host: str | None = None
+    """Target URL, ``ws://`` or ``wss://``. Locust's ``--host`` overrides it; without either,
+    ``WS_SERVER_URL`` is used, and without that the embedded reference server."""
+
+    # Messages ---------------------------------------------------------------
+
+    message_interval: float | None = None
+    """Seconds between the periodic messages of a user without tasks. ``None`` takes the run's
+    ``--message-interval`` / ``MESSAGE_INTERVAL`` (milliseconds, default 5000); 0 sends none."""
+
+    message_size: int = 64
+    """Size in bytes of the periodic messages and of ``echo()`` without a payload."""
+
+    reply_timeout: float = 10.0
+    """Seconds to wait for an echo or a reply before counting it as failed."""
+
+    # Connection -------------------------------------------------------------
+
+    connect_timeout: float = 10.0
+    """Seconds allowed for DNS, TCP connect, TLS and the upgrade together."""
+
+    headers: ClassVar[dict[str, str] | None] = None
+    """Extra upgrade request headers, e.g. ``{"Authorization": "Bearer ..."}``."""
+
+    subprotocols: ClassVar[Sequence[str]] = ()
+    """Subprotocols offered in ``Sec-WebSocket-Protocol``; the chosen one is ``connection.subprotocol``."""
+
+    origin: str | None = None
+    """Sent as the ``Origin`` header when set."""
+
+    verify_tls: bool = True
+    """Verify the server certificate for ``wss://``. Set False only for test servers: it is logged."""
+
+    max_message_size: int | None = 2**20
+    """Largest message accepted from the server, in bytes; larger ones close the connection with 1009."""
+
+    validate_utf8: bool = True
+    """Check that text messages are valid UTF-8 (RFC 6455 §8.1); invalid ones close with 1007."""
+
+    close_timeout: float = 2.0
+    """Seconds a stopping user waits for in-flight replies and for the server's close frame."""
+
+    # Reconnection -----------------------------------------------------------
+
+    reconnect: bool = True
+    """Reconnect after a lost connection or a failed connect."""
+
+    reconnect_delay: float = 2.0
+    """Seconds before the first reconnect attempt; doubled at each further attempt."""
+
+    reconnect_max_delay: float = 30.0
+    """Upper bound of the backoff, in seconds."""
+
+    max_reconnect_attempts: int = 5
+    """Failed attempts in a row after which the user gives up (state ``failed``) and stops."""
+
+    # Ping -------------------------------------------------------------------
+
+    ping_interval: float = 0.0
+    """Seconds between client pings (0: none). Each pong is timed as ``ping``."""
+
+    ping_timeout: float = 10.0
+    """Seconds without a pong after which the connection is declared dead and dropped."""
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self.connection: Connection | None = None
+        """The current connection; replaced at each reconnect."""
+        self.state = ConnectionState.CONNECTING
+        self.counters: WsCounters = plugin.counters(environment)
+        self._fire = environment.events.request.fire
+        self._pending: dict[Hashable, _Pending] = {}
+        self._sequence = 0
+        self._ready = gevent.event.Event()  # first connect done, or given up
+        self._open = gevent.event.Event()
+        self._drained = gevent.event.Event()
+        self._stopping = False
+        self._session: gevent.Greenlet | None = None
+        self._pongs: dict[bytes, gevent.event.AsyncResult] = {}
+        self._counters_state(None, ConnectionState.CONNECTING)
+        if not self.tasks:
+            interval = self._message_interval()
+            if interval > 0:
+                self.tasks = [WebSocketUser._send_periodic_message]
+                self._next_tick = perf_counter() + random.uniform(0, interval)
+                self._interval = interval
+                self.wait_time = self._until_next_tick  # type: ignore[method-assign]
+            else:
+                self.tasks = [WebSocketUser._hold]
+                self.wait_time = lambda: 3600.0  # type: ignore[method-assign]
+
+    # Hooks for subclasses ----------------------------------------------------
+
+    def on_message(self, message: str | bytes) -> None:
+        """
+        Called with each message that answers no pending request (a server push).
+        It is already counted; override to react. Runs in the receiving greenlet: don't block.
+        """
+
+    def reply_key(self, message: str | bytes) -> Hashable:
+        """
+        Return the correlation key of a received message, matched against the
+        ``match`` of pending :meth:`request` calls. The default suits echo
+        servers: the message itself. A JSON-RPC user would return its ``id``.
+        An exception here makes the message unsolicited.
+        """
+        return message
+
+    # Sending -----------------------------------------------------------------
+
+    def send(self, payload: str | bytes, name: str = "send") -> bool:
+        """
+        Send a text (``str``) or binary (``bytes``) message without waiting.
+
+        Counted in messages and bytes sent, not timed. Returns False, and
+        records a ``name`` failure, when the connection is not open.
+        """
+        connection = self._connection_for_send(name)
+        if connection is None:
+            return False
+        try:
+            if type(payload) is str:
+                connection.send_text(payload)
+            else:
+                connection.send_binary(payload)  # type: ignore[arg-type]
+        except ConnectionClosed as exc:
+            self._fail(name, exc)
+            return False
+        counters = self.counters
+        counters.messages_sent += 1
+        counters.bytes_sent += _payload_size(payload)
+        return True
+
+    def echo(self, payload: str | bytes | None = None, name: str = "echo", timeout: float | None = None) -> Any:
+        """
+        Send a message to an echo server and wait for it to come back.
+
+        Args:
+            payload: the message; by default ``message_size`` bytes of text
+                that start with a per-user sequence number, so that many
+                echoes can be in flight at once.
+            name: the name in Locust's statistics.
+            timeout: seconds to wait; default ``reply_timeout``.
+
+        Returns:
+            The echoed message, or None if it failed (the failure is recorded).
+        """
+        if payload is None:
+            payload = self._next_payload()
+        return self.request(payload, match=payload, name=name, timeout=timeout)
+
+    def request(
+        self, payload: str | bytes, match: Hashable, name: str = "request", timeout: float | None = None
+    ) -> Any:
+        """
+        Send a message and wait for the reply whose :meth:`reply_key` equals ``match``.
+
+        The round trip is timed from now, the moment the message was due,
+        whatever the send itself costs. A timeout is a failure of its own
+        (:class:`~wslocust.exceptions.ReceiveTimeout`).
+
+        Returns:
+            The reply, or None if it failed (the failure is recorded).
+        """
+        waiter = gevent.event.Event()
+        pending = self._start_request(payload, match, name, perf_counter(), waiter)
+        if pending is None:
+            return None
+        limit = self.reply_timeout if timeout is None else timeout
+        if not waiter.wait(limit):
+            if self._forget(pending):
+                self.counters.replies_timed_out += 1
+                self._fail(name, ReceiveTimeout(f"no reply within {limit:g} s"), response_time=limit * 1000)
+            return None
+        return pending.reply
+
+    def _start_request(
+        self,
+        payload: str | bytes,
+        match: Hashable,
+        name: str,
+        scheduled_at: float,
+        waiter: gevent.event.Event | None,
+    ) -> _Pending | None:
+        connection = self._connection_for_send(name)
+        if connection is None:
+            return None
+        pending = _Pending(match, name, scheduled_at, waiter)
+        pendings = self._pending
+        first = pendings.get(match)
+        if first is None:
+            pendings[match] = pending
+        else:
+            while first.later is not None:
+                first = first.later
+            first.later = pending
+        try:
+            if type(payload) is str:
+                connection.send_text(payload)
+            else:
+                connection.send_binary(payload)  # type: ignore[arg-type]
+        except ConnectionClosed:
+            # The receive side notices the same close and fails every pending request.
+            return pending
+        counters = self.counters
+        counters.messages_sent += 1
+        counters.bytes_sent += _payload_size(payload)
+        return pending
+
+    def _forget(self, pending: _Pending) -> bool:
+        """Remove a pending request; False if it was already answered or failed."""
+        pendings = self._pending
+        first = pendings.get(pending.key)
+        if first is None:
+            return False
+        if first is pending:
+            if pending.later is None:
+                del pendings[pending.key]
+            else:
+                pendings[pending.key] = pending.later
+            return True
+        while first.later is not None:
+            if first.later is pending:
+                first.later = pending.later
+                return True
+            first = first.later
+        return False
+
+    def _connection_for_send(self, name: str) -> Connection | None:
+        connection = self.connection
+        if self.state is ConnectionState.OPEN and connection is not None:
+            return connection
+        # Wait out a reconnect rather than failing every message sent meanwhile.
+        if self._open.wait(self.connect_timeout) and self.connection is not None:
+            return self.connection
+        last = self.connection.closed if self.connection is not None else None
+        self._fail(name, last or connection_closed(1006))
+        return None
+
+    def _next_payload(self) -> str:
+        self._sequence += 1
+        prefix = f"{self._sequence}:"
+        return prefix + "x" * max(0, self.message_size - len(prefix))
+
+    # Periodic messages (users without tasks) ---------------------------------
+
+    def _message_interval(self) -> float:
+        configured = plugin.message_interval(self.environment)
+        if configured is not None:
+            return configured
+        if self.message_interval is not None:
+            if self.message_interval < 0:
+                raise ConfigurationError(
+                    f"{type(self).__name__}.message_interval: {self.message_interval!r} must be >= 0 seconds"
+                )
+            return float(self.message_interval)
+        return plugin.DEFAULT_MESSAGE_INTERVAL_MS / 1000
+
+    def _until_next_tick(self) -> float:
+        return max(0.0, self._next_tick - perf_counter())
+
+    def _send_periodic_message(self) -> None:
+        # Open loop: the schedule advances whether or not replies came back,
+        # and latency counts from the tick, so a late send is a slow message.
+        scheduled_at = self._next_tick
+        self._next_tick = scheduled_at + self._interval
+        self._expire_overdue(perf_counter())
+        if self.state is not ConnectionState.OPEN:
+            if not self._open.wait():
+                return
+            # Ticks missed while disconnected are not sent late in a burst.
+            scheduled_at = perf_counter()
+            self._next_tick = scheduled_at + self._interval
+        payload = self._next_payload()
+        self._start_request(payload, payload, "echo", scheduled_at, None)
+
+    def _hold(self) -> None:
+        pass
+
+    def _expire_overdue(self, now: float) -> None:
+        timeout = self.reply_timeout
+        pendings = self._pending
+        while pendings:
+            oldest = next(iter(pendings.values()))
+            if now - oldest.scheduled_at < timeout:
+                return
+            if oldest.waiter is not None:
+                return  # a blocking request() times itself out
+            self._forget(oldest)
+            self.counters.replies_timed_out += 1
+            self._fail(oldest.name, ReceiveTimeout(f"no reply within {timeout:g} s"), response_time=timeout * 1000)
+
+    # Receiving (runs in the session greenlet) --------------------------------
+
+    def _on_message(self, message: str | bytes, received_at: float) -> None:
+        counters = self.counters
+        counters.messages_received += 1
+        size = _payload_size(message)
+        counters.bytes_received += size
+        pendings = self._pending
+        if pendings:
+            try:
+                key = self.reply_key(message)
+                pending = pendings.pop(key, None)
+            except Exception:
+                pending = None
+            if pending is not None:
+                if pending.later is not None:
+                    pendings[key] = pending.later
+                self._fire(
+                    request_type="WS",
+                    name=pending.name,
+                    response_time=(received_at - pending.scheduled_at) * 1000,
+                    response_length=size,
+                    exception=None,
+                    context={},
+                )
+                if pending.waiter is not None:
+                    pending.reply = message
+                    pending.waiter.set()
+                if self._stopping and not pendings:
+                    self._drained.set()
+                return
+        counters.unsolicited_received += 1
+        self.on_message(message)
+
+    def _on_pong(self, data: bytes, received_at: float) -> None:
+        waiter = self._pongs.pop(data, None)
+        if waiter is not None:
+            waiter.set(received_at)
+
+    # Connection life ---------------------------------------------------------
+
+    def run(self) -> None:
+        """Open the connection, run Locust's task loop while it lives, close it on stop."""
+        self._session = gevent.spawn(self._keep_connected)
+        try:
+            self._ready.wait()
+            if self.state is ConnectionState.FAILED:
+                return
+            super().run()
+        finally:
+            self._shutdown()
+
+    def _target(self) -> WsURI:
+        return parse_uri(self.host or plugin.default_target(self.environment))
+
+    def _keep_connected(self) -> None:
+        failed_attempts = 0
+        first = True
+        try:
+            uri = self._target()
+        except ConfigurationError as exc:
+            self._fail("connect", exc)
+            self._give_up()
+            return
+        headers = list((self.headers or {}).items())
+        while not self._stopping:
+            name = "connect" if first else "reconnect"
+            connection = Connection(
+                uri,
+                on_message=self._on_message,
+                on_pong=self._on_pong,
+                max_message_size=self.max_message_size,
+                validate_utf8=self.validate_utf8,
+            )
+            counters = self.counters
+            counters.connect_attempts += 1
+            started = perf_counter()
+            try:
+                connection.open(
+                    timeout=self.connect_timeout,
+                    headers=headers,
+                    subprotocols=self.subprotocols,
+                    origin=self.origin,
+                    verify_tls=self.verify_tls,
+                    source_address=plugin.next_source_address(self.environment),
+                )
+            except WsLocustError as exc:
+                counters.connects_failed += 1
+                self._fail(name, exc, response_time=(perf_counter() - started) * 1000)
+                failed_attempts += 1
+                if not self.reconnect or failed_attempts > self.max_reconnect_attempts:
+                    self._give_up()
+                    return
+                self._set_state(ConnectionState.RECONNECTING if not first else ConnectionState.CONNECTING)
+                self._backoff(failed_attempts)
+                continue
+            elapsed = (perf_counter() - started) * 1000
+            counters.connects_succeeded += 1
+            if not first:
+                counters.reconnects += 1
+            self._fire(
+                request_type="WS", name=name, response_time=elapsed, response_length=0, exception=None, context={}
+            )
+            first = False
+            failed_attempts = 0
+            self.connection = connection
+            self._set_state(ConnectionState.OPEN)
+            self._open.set()
+            self._ready.set()
+            pinger = gevent.spawn(self._ping_forever, connection) if self.ping_interval > 0 else None
+            closed = connection.receive_forever()
+            self._open.clear()
+            if pinger is not None:
+                pinger.kill(block=False)
+            if self._stopping:
+                return
+            counters.disconnects += 1
+            self._fail("disconnect", closed)
+            self._fail_pending(closed)
+            if not self.reconnect:
+                self._give_up()
+                return
+            self._set_state(ConnectionState.RECONNECTING)
+            self._backoff(1)
+
+    def _backoff(self, attempt: int) -> None:
+        delay = min(self.reconnect_max_delay, self.reconnect_delay * 2 ** (attempt - 1))
+        gevent.sleep(delay / 2 + random.uniform(0, delay / 2))
+
+    def _give_up(self) -> None:
+        running_tasks = self._ready.is_set()
+        self._set_state(ConnectionState.FAILED)
+        self._ready.set()
+        if running_tasks:
+            self.greenlet.kill(StopUser(), block=False)
+
+    def _fail_pending(self, closed: ConnectionClosed) -> None:
+        pendings, self._pending = self._pending, {}
+        for first in pendings.values():
+            pending: _Pending | None = first
+            while pending is not None:
+                self.counters.replies_lost += 1
+                self._fail(pending.name, closed)
+                if pending.waiter is not None:
+                    pending.waiter.set()
+                pending = pending.later
+
+    def _ping_forever(self, connection: Connection) -> None:
+        sequence = 0
+        while True:
+            gevent.sleep(self.ping_interval)
+            sequence += 1
+            data = sequence.to_bytes(8, "big")
+            pong = gevent.event.AsyncResult()
+            self._pongs[data] = pong
+            sent_at = perf_counter()
+            try:
+                connection.send_ping(data)
+            except ConnectionClosed:
+                return
+            received_at = pong.wait(self.ping_timeout)
+            self._pongs.pop(data, None)
+            if received_at is None:
+                self._fail("ping", PingTimeout(f"no pong within {self.ping_timeout:g} s"))
+                connection.abort()  # the session greenlet sees the close and reconnects
+                return
+            self._fire(
+                request_type="WS",
+                name="ping",
+                response_time=(received_at - sent_at) * 1000,
+                response_length=0,
+                exception=None,
+                context={},
+            )
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        connection = self.connection
+        if connection is not None and connection.closed is None:
+            if self._pending:
+                self._drained.clear()
+                self._drained.wait(self.close_timeout)
+            connection.close(timeout=self.close_timeout)
+        session = self._session
+        if session is not None and not session.dead:
+            session.kill(block=True)
+        in_flight = sum(1 for _ in self._iter_pending())
+        self._pending = {}
+        self.counters.replies_in_flight_at_stop += in_flight
+        if self.state is not ConnectionState.FAILED:
+            self._set_state(ConnectionState.CLOSED)
+            if connection is not None:
+                self.counters.closed += 1
+
+    def _iter_pending(self) -> Any:
+        for first in self._pending.values():
+            pending: _Pending | None = first
+            while pending is not None:
+                yield pending
+                pending = pending.later
+
+    # Bookkeeping -------------------------------------------------------------
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state is not self.state:
+            self._counters_state(self.state, state)
+            self.state = state
+
+    def _counters_state(self, old: ConnectionState | None, new: ConnectionState) -> None:
+        counters = self.counters
+        if old is not None and old is not ConnectionState.CLOSED:
+            setattr(counters, old.value, getattr(counters, old.value) - 1)
+        if new is not ConnectionState.CLOSED:
+            setattr(counters, new.value, getattr(counters, new.value) + 1)
+
+    def _fail(self, name: str, exception: Exception, response_time: float | None = None) -> None:
+        self._fire(
+            request_type="WS",
+            name=name,
+            response_time=response_time,
+            response_length=0,
+            exception=exception,
+            context={},
+        )
+
+
+def _payload_size(payload: str | bytes) -> int:
+    # isascii() is O(1) on str: most text needs no encoding to be measured.
+    if type(payload) is str and not payload.isascii():
+        return len(payload.encode())
+    return len(payload)
