@@ -178,16 +178,19 @@ class WebSocketUser(User):
         self._session: gevent.Greenlet | None = None
         self._pongs: dict[bytes, gevent.event.AsyncResult] = {}
         self._counters_state(None, ConnectionState.CONNECTING)
-        if not self.tasks:
+        if self.tasks == [WebSocketUser._hold_connection]:
             interval = self._message_interval()
-            if interval > 0:
-                self.tasks = [WebSocketUser._send_periodic_message]
-                self._next_tick = perf_counter() + random.uniform(0, interval)
-                self._interval = interval
-                self.wait_time = self._until_next_tick  # type: ignore[method-assign]
-            else:
-                self.tasks = [WebSocketUser._hold]
-                self.wait_time = lambda: 3600.0  # type: ignore[method-assign]
+            self._interval = interval
+            # Waiting (not a long task) is what lets Locust stop a user at once.
+            self._next_tick = perf_counter() + random.uniform(0, interval or 3600.0)
+            self.wait_time = self._until_next_tick  # type: ignore[method-assign]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Locust merges the tasks of base classes into subclasses: keep the
+        # built-in behaviour only for classes that define no task of their own.
+        own = [t for t in cls.tasks if t is not WebSocketUser._hold_connection]
+        cls.tasks = own or [WebSocketUser._hold_connection]
 
     # Hooks for subclasses ----------------------------------------------------
 
@@ -359,10 +362,16 @@ class WebSocketUser(User):
     def _until_next_tick(self) -> float:
         return max(0.0, self._next_tick - perf_counter())
 
-    def _send_periodic_message(self) -> None:
+    def _hold_connection(self) -> None:
+        """The task of a user without tasks: one periodic message per ``message_interval``."""
+        if self._interval <= 0:
+            self._next_tick = perf_counter() + 3600.0
+            return
         # Open loop: the schedule advances whether or not replies came back,
         # and latency counts from the tick, so a late send is a slow message.
         scheduled_at = self._next_tick
+        if scheduled_at > perf_counter():
+            return  # Locust runs a task before the first wait: the first tick is still ahead
         self._next_tick = scheduled_at + self._interval
         self._expire_overdue(perf_counter())
         if self.state is not ConnectionState.OPEN:
@@ -373,9 +382,6 @@ class WebSocketUser(User):
             self._next_tick = scheduled_at + self._interval
         payload = self._next_payload()
         self._start_request(payload, payload, "echo", scheduled_at, None)
-
-    def _hold(self) -> None:
-        pass
 
     def _expire_overdue(self, now: float) -> None:
         timeout = self.reply_timeout

@@ -1,0 +1,27 @@
+"""The public API is small and explicit: every module declares ``__all__``."""
+
+import importlib
+import pkgutil
+
+import wslocust
+
+MODULES = sorted(info.name for info in pkgutil.iter_modules(wslocust.__path__) if info.name != "__main__")
+
+
+def test_every_module_declares_all_and_its_names_exist():
+    for name in MODULES:
+        module = importlib.import_module(f"wslocust.{name}")
+        assert hasattr(module, "__all__"), f"wslocust.{name} has no __all__"
+        missing = [item for item in module.__all__ if not hasattr(module, item)]
+        assert not missing, f"wslocust.{name}.__all__ names missing objects: {missing}"
+        assert len(set(module.__all__)) == len(module.__all__), f"wslocust.{name}.__all__ repeats a name"
+
+
+def test_top_level_api_is_the_user_its_states_the_exceptions_and_the_version():
+    exceptions = importlib.import_module("wslocust.exceptions")
+    assert len(set(wslocust.__all__)) == len(wslocust.__all__)
+    for name in wslocust.__all__:
+        assert hasattr(wslocust, name), name
+    expected = {"WebSocketUser", "ConnectionState", "__version__"}
+    assert set(wslocust.__all__) - expected <= set(exceptions.__all__)
+    assert wslocust.WebSocketUser.abstract is True

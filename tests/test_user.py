@@ -1,0 +1,209 @@
+"""WebSocketUser against the real reference server, in this process (Locust's LocalRunner)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import gevent
+import locust
+import pytest
+from helpers import wait_for
+from locust import constant, task
+from locust.env import Environment
+
+from wslocust import ConnectionState, WebSocketUser
+from wslocust.plugin import counters
+from wslocust.server import ServerConfig, create_server
+
+
+@pytest.fixture
+def server():
+    server = create_server(ServerConfig(host="127.0.0.1", port=0))
+    server.start()
+    yield server
+    server.stop(timeout=1)
+
+
+def start_run(*user_classes, users=1, host=None):
+    environment = Environment(user_classes=list(user_classes), events=locust.events, host=host)
+    runner = environment.create_local_runner()
+    runner.start(users, spawn_rate=users)
+    return environment, runner
+
+
+def requests(environment, name):
+    entry = environment.stats.get(name, "WS")
+    return entry.num_requests, entry.num_failures
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_periodic_messages_are_echoed_and_counted_like_the_server(server):
+    class Periodic(WebSocketUser):
+        message_interval = 0.05
+
+    environment, runner = start_run(Periodic, users=5, host=server.url)
+    wait_for(lambda: requests(environment, "echo")[0] >= 50, timeout=10)
+    runner.quit()
+
+    connects, connect_failures = requests(environment, "connect")
+    echoes, echo_failures = requests(environment, "echo")
+    totals = counters(environment)
+    truth = server.counters
+    assert (connects, connect_failures) == (5, 0)
+    assert truth.connections_accepted == 5
+    assert echo_failures == 0
+    # A stopping user waits for its in-flight echoes, so nothing is left over.
+    assert totals.replies_in_flight_at_stop == 0
+    assert echoes == truth.messages_received == truth.messages_sent == totals.messages_sent
+    assert environment.stats.get("echo", "WS").total_content_length == truth.bytes_sent
+    assert totals.bytes_received == truth.bytes_sent
+    assert totals.open == 0 and totals.closed == 5
+    wait_for(lambda: server.counters.connections_open == 0, timeout=5)
+
+
+def test_echo_request_and_unsolicited_messages(server):
+    replies = []
+
+    class Scripted(WebSocketUser):
+        wait_time = constant(0.01)
+
+        def reply_key(self, message):
+            return json.loads(message)["id"] if message[:1] == "{" else message
+
+        def on_message(self, message):
+            replies.append(message)
+
+        @task
+        def talk(self):
+            assert self.echo("hello") == "hello"
+            assert self.echo(b"\x00\x01") == b"\x00\x01"
+            assert self.request(json.dumps({"id": 7}), match=7, name="rpc") == '{"id": 7}'
+
+    environment, runner = start_run(Scripted, users=2, host=server.url)
+    wait_for(lambda: requests(environment, "rpc")[0] >= 10, timeout=10)
+    runner.quit()
+    assert requests(environment, "echo")[1] == 0
+    assert requests(environment, "rpc")[1] == 0
+    assert replies == []  # every message answered a request
+
+
+def test_reply_timeout_is_a_failure_of_its_own():
+    silent = create_server(ServerConfig(host="127.0.0.1", port=0, delay_ms=2000))
+    silent.start()
+
+    class Impatient(WebSocketUser):
+        wait_time = constant(10)
+        close_timeout = 0.1
+
+        @task
+        def ask(self):
+            self.echo("slow", timeout=0.2)
+
+    try:
+        environment, runner = start_run(Impatient, users=1, host=silent.url)
+        wait_for(lambda: requests(environment, "echo")[1] == 1, timeout=5)
+        runner.quit()
+    finally:
+        silent.stop(timeout=1)
+    [error] = environment.stats.errors.values()
+    assert repr(error.error) == "ReceiveTimeout('no reply within 0.2 s')"
+    assert counters(environment).replies_timed_out == 1
+
+
+def test_server_pushes_reach_on_message():
+    pushing = create_server(ServerConfig(host="127.0.0.1", port=0, broadcast_interval_ms=20))
+    pushing.start()
+    received = []
+
+    class Listener(WebSocketUser):
+        message_interval = 0
+
+        def on_message(self, message):
+            received.append(message)
+
+    try:
+        environment, runner = start_run(Listener, users=2, host=pushing.url)
+        wait_for(lambda: len(received) >= 6, timeout=5)
+        runner.quit()
+    finally:
+        pushing.stop(timeout=1)
+    assert counters(environment).unsolicited_received >= 6
+    assert all(message.startswith("broadcast") for message in received)
+
+
+def test_server_close_is_counted_and_the_user_reconnects():
+    closing = create_server(ServerConfig(host="127.0.0.1", port=0, close_after=3, close_code=4000))
+    closing.start()
+
+    class Reconnecting(WebSocketUser):
+        message_interval = 0.02
+        reconnect_delay = 0.01
+
+    try:
+        environment, runner = start_run(Reconnecting, users=1, host=closing.url)
+        wait_for(lambda: requests(environment, "reconnect")[0] >= 2, timeout=10)
+        runner.quit()
+    finally:
+        closing.stop(timeout=1)
+    disconnects = environment.stats.get("disconnect", "WS")
+    assert disconnects.num_failures >= 2
+    assert any("closed by server with code 4000" in str(e.error) for e in environment.stats.errors.values())
+    assert counters(environment).reconnects == requests(environment, "reconnect")[0]
+    assert closing.counters.connections_accepted == 1 + counters(environment).reconnects
+
+
+def test_refused_connection_gives_up_after_max_attempts(unused_port):
+    class Stubborn(WebSocketUser):
+        reconnect_delay = 0.01
+        max_reconnect_attempts = 3
+
+    environment, runner = start_run(Stubborn, users=1, host=f"ws://127.0.0.1:{unused_port}/ws")
+    wait_for(lambda: counters(environment).failed == 1, timeout=10)
+    wait_for(lambda: runner.user_count == 0, timeout=5)
+    runner.quit()
+    attempts, failures = requests(environment, "connect")
+    assert attempts == failures == 4  # the first attempt and three retries
+    [error] = environment.stats.errors.values()
+    assert repr(error.error) == f"ConnectionRefused('connection refused by 127.0.0.1:{unused_port}')"
+
+
+def test_handshake_rejection_is_categorised(server):
+    class WrongPath(WebSocketUser):
+        max_reconnect_attempts = 0
+
+    environment, runner = start_run(WrongPath, users=1, host=server.url.replace("/ws", "/nope"))
+    wait_for(lambda: counters(environment).failed == 1, timeout=5)
+    runner.quit()
+    [error] = environment.stats.errors.values()
+    assert "HTTP 404" in str(error.error)
+
+
+def test_ping_round_trips_are_timed(server):
+    class Pinging(WebSocketUser):
+        message_interval = 0
+        ping_interval = 0.02
+
+    environment, runner = start_run(Pinging, users=1, host=server.url)
+    wait_for(lambda: requests(environment, "ping")[0] >= 3, timeout=5)
+    runner.quit()
+    assert requests(environment, "ping")[1] == 0
+
+
+def test_stop_closes_cleanly_without_leaking_descriptors(server):
+    class Holder(WebSocketUser):
+        message_interval = 0.05
+
+    before = open_fds()
+    environment, runner = start_run(Holder, users=20, host=server.url)
+    wait_for(lambda: counters(environment).open == 20, timeout=10)
+    assert server.counters.connections_open == 20
+    users = [greenlet.args[0] for greenlet in runner.user_greenlets]
+    runner.quit()
+    wait_for(lambda: server.counters.connections_open == 0, timeout=5)
+    assert [user.state for user in users] == [ConnectionState.CLOSED] * 20
+    gevent.sleep(0)
+    assert open_fds() <= before

@@ -1,0 +1,7 @@
+"""``python -m wslocust``: the same as the ``wslocust`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,65 @@
+"""
+The ``wslocust`` command: one subcommand per tool.
+
+Each subcommand lives in its own module, which provides
+``add_arguments(parser)`` and ``run(args) -> int``; to add one, import the
+module in :func:`build_parser` and list it in ``_subcommands``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+from typing import NoReturn
+
+__all__ = ["CommandLineParser", "build_parser", "main"]
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """
+    An ``ArgumentParser`` whose errors are one line, with no usage block.
+
+    A bad value reads ``wslocust serve: error: --port: 70000 is not a valid
+    port (0-65535)``, then the process exits with status 2.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        # argparse says "argument --port: ..."; the option name alone is clearer.
+        message = message.removeprefix("argument ")
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _subcommands() -> list[tuple[str, ModuleType, str]]:
+    # Imported here, not at module level: the subcommand modules import this
+    # one for CommandLineParser.
+    from . import server
+
+    return [
+        ("serve", server, server.SERVE_DESCRIPTION),
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``wslocust`` command and all its subcommands."""
+    parser = CommandLineParser(
+        prog="wslocust", description="WebSocket load-testing tools for Locust."
+    )
+    commands = parser.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", required=True
+    )
+    for name, module, description in _subcommands():
+        command = commands.add_parser(name, help=description, description=description)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``wslocust`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
