@@ -21,13 +21,15 @@ caps a closed-loop echo at about 23,000 messages per CPU-second against about
 
 from __future__ import annotations
 
+import base64
 import errno
 import logging
 import socket
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import gevent
 import gevent.event
@@ -36,6 +38,7 @@ from gevent import socket as gsocket
 
 from . import handshake
 from .exceptions import (
+    ConfigurationError,
     ConnectError,
     ConnectionClosed,
     ConnectionRefused,
@@ -46,9 +49,9 @@ from .exceptions import (
     connection_closed,
 )
 from .protocol import Close, ClientProtocol, Failure, Ping, Pong
-from .uri import WsURI
+from .uri import WsURI, redact_uri
 
-__all__ = ["Connection", "ssl_context"]
+__all__ = ["Connection", "Proxy", "ssl_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,38 @@ MessageHandler = Callable[[Any, float], None]
 """Called with each received message (``str`` or ``bytes``) and the ``perf_counter()`` time it arrived."""
 PongHandler = Callable[[bytes, float], None]
 CloseHandler = Callable[[ConnectionClosed], None]
+
+
+class Proxy(NamedTuple):
+    """An HTTP proxy that WebSocket connections tunnel through with CONNECT."""
+
+    host: str
+    port: int
+    authorization: str | None
+    """The Proxy-Authorization header value, from credentials in the proxy URL."""
+
+    @classmethod
+    def from_url(cls, url: str) -> Proxy:
+        """
+        Parse ``http://[user:password@]host:port``.
+
+        Raises:
+            ConfigurationError: not an http:// URL with a host.
+        """
+        parsed = urllib.parse.urlsplit(url)
+        try:
+            port = parsed.port or 8080
+        except ValueError:
+            port = -1
+        if parsed.scheme != "http" or not parsed.hostname or port < 1:
+            raise ConfigurationError(
+                f"proxy {redact_uri(url)!r} is not valid; use http://[user:password@]host:port"
+            )
+        authorization = None
+        if parsed.username is not None:
+            credentials = f"{urllib.parse.unquote(parsed.username)}:{urllib.parse.unquote(parsed.password or '')}"
+            authorization = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+        return cls(parsed.hostname, port, authorization)
 
 
 # One SSL context per process and verification mode: creating one per
@@ -139,6 +174,7 @@ class Connection:
         origin: str | None = None,
         verify_tls: bool = True,
         source_address: tuple[str, int] | None = None,
+        proxy: Proxy | None = None,
     ) -> None:
         """
         Connect and upgrade.
@@ -150,6 +186,7 @@ class Connection:
             origin: sent as the Origin header when given.
             verify_tls: verify the server certificate for ``wss://``.
             source_address: local (address, port) to bind before connecting.
+            proxy: an HTTP proxy to tunnel through with CONNECT (RFC 9110 §9.3.6).
 
         Raises:
             ConnectError: DNS, refused, TLS or another socket error.
@@ -159,8 +196,13 @@ class Connection:
         uri = self.uri
         try:
             with gevent.Timeout(timeout, False):
-                sock = self._connect_tcp(uri, source_address)
+                if proxy is None:
+                    sock = self._connect_tcp(uri.host, uri.port, source_address)
+                else:
+                    sock = self._connect_tcp(proxy.host, proxy.port, source_address)
                 try:
+                    if proxy is not None:
+                        self._tunnel(sock, proxy)
                     if uri.secure:
                         sock = ssl_context(verify_tls).wrap_socket(sock, server_hostname=uri.host)
                     self._leftover = self._upgrade(sock, headers, subprotocols, origin)
@@ -179,18 +221,42 @@ class Connection:
         except socket.gaierror:
             raise DNSError(f"DNS lookup failed for {uri.host}") from None
         except ConnectionRefusedError:
-            raise ConnectionRefused(f"connection refused by {uri.host_header}") from None
+            refused_by = f"proxy {proxy.host}:{proxy.port}" if proxy else uri.host_header
+            raise ConnectionRefused(f"connection refused by {refused_by}") from None
         except (socket.timeout, TimeoutError):
             raise ConnectTimeout(f"no connection within {timeout:g} s (connect timeout)") from None
         except OSError as exc:
             raise ConnectError(f"connect to {uri.host_header} failed: {_os_error_text(exc)}") from None
 
     @staticmethod
-    def _connect_tcp(uri: WsURI, source_address: tuple[str, int] | None) -> socket.socket:
-        sock = gsocket.create_connection((uri.host, uri.port), source_address=source_address)
+    def _connect_tcp(host: str, port: int, source_address: tuple[str, int] | None) -> socket.socket:
+        sock = gsocket.create_connection((host, port), source_address=source_address)
         # Small frames must leave at once: Nagle would add up to 40 ms to echoes.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
+
+    def _tunnel(self, sock: socket.socket, proxy: Proxy) -> None:
+        host = f"[{self.uri.host}]" if ":" in self.uri.host else self.uri.host
+        target = f"{host}:{self.uri.port}"
+        request = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+        if proxy.authorization:
+            request += f"Proxy-Authorization: {proxy.authorization}\r\n"
+        sock.sendall((request + "\r\n").encode("latin-1"))
+        response, _ = self._read_response_head(sock)
+        if not 200 <= response.status < 300:
+            raise ConnectError(f"proxy {proxy.host}:{proxy.port} refused the tunnel: HTTP {response.status}")
+
+    @staticmethod
+    def _read_response_head(sock: socket.socket) -> tuple[handshake.Response, bytes]:
+        buffer = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectError("server closed the connection during the upgrade")
+            buffer += chunk
+            parsed = handshake.parse_response(buffer)
+            if parsed is not None:
+                return parsed
 
     def _upgrade(
         self,
@@ -210,17 +276,9 @@ class Connection:
                 origin=origin,
             )
         )
-        buffer = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise ConnectError("server closed the connection during the upgrade")
-            buffer += chunk
-            parsed = handshake.parse_response(buffer)
-            if parsed is not None:
-                response, leftover = parsed
-                self.subprotocol = handshake.validate_response(response, key, subprotocols)
-                return leftover
+        response, leftover = self._read_response_head(sock)
+        self.subprotocol = handshake.validate_response(response, key, subprotocols)
+        return leftover
 
     # Sending -----------------------------------------------------------------
 

@@ -1,0 +1,148 @@
+"""The gevent connection layer against real servers: proxies, TLS, error translation."""
+
+from __future__ import annotations
+
+import socket
+
+import gevent
+import pytest
+from gevent.server import StreamServer
+from helpers import wait_for
+
+from wslocust.connection import Connection, Proxy
+from wslocust.exceptions import (
+    ConfigurationError,
+    ConnectError,
+    ConnectionRefused,
+    ConnectTimeout,
+    DNSError,
+)
+from wslocust.server import ServerConfig, create_server
+from wslocust.uri import parse_uri
+
+
+@pytest.fixture
+def server():
+    server = create_server(ServerConfig(host="127.0.0.1", port=0))
+    server.start()
+    yield server
+    server.stop(timeout=1)
+
+
+def open_connection(url: str, **options) -> tuple[Connection, list]:
+    received: list = []
+    connection = Connection(
+        parse_uri(url), on_message=lambda message, at: received.append(message)
+    )
+    connection.open(timeout=options.pop("timeout", 5), **options)
+    gevent.spawn(connection.receive_forever)
+    return connection, received
+
+
+class ConnectProxy:
+    """A minimal HTTP CONNECT proxy that records the requests it tunnels."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.requests: list[bytes] = []
+        self.server = StreamServer(("127.0.0.1", 0), self.handle)
+        self.server.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def handle(self, client: socket.socket, address) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        self.requests.append(head)
+        if self.status != 200:
+            client.sendall(
+                f"HTTP/1.1 {self.status} No\r\nContent-Length: 0\r\n\r\n".encode()
+            )
+            return
+        host, port = head.split(b" ")[1].rsplit(b":", 1)
+        upstream = socket.create_connection((host.decode(), int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        pumps = [
+            gevent.spawn(self.pump, client, upstream),
+            gevent.spawn(self.pump, upstream, client),
+        ]
+        gevent.joinall(pumps, count=1)
+        upstream.close()
+
+    @staticmethod
+    def pump(source: socket.socket, target: socket.socket) -> None:
+        while data := source.recv(65536):
+            target.sendall(data)
+
+
+def test_a_connection_tunnels_through_an_http_proxy_with_credentials(server):
+    proxy = ConnectProxy()
+    try:
+        connection, received = open_connection(
+            server.url,
+            proxy=Proxy.from_url(proxy.url.replace("http://", "http://user:p%40ss@")),
+        )
+        connection.send_text("through the tunnel")
+        wait_for(lambda: received == ["through the tunnel"])
+        connection.close()
+    finally:
+        proxy.server.stop()
+    [request] = proxy.requests
+    assert request.startswith(f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\n".encode())
+    assert b"Proxy-Authorization: Basic dXNlcjpwQHNz\r\n" in request  # user:p@ss
+
+
+def test_a_proxy_refusal_is_a_connect_error_naming_the_proxy(server):
+    proxy = ConnectProxy(status=407)
+    try:
+        with pytest.raises(
+            ConnectError, match=r"^proxy 127\.0\.0\.1:\d+ refused the tunnel: HTTP 407$"
+        ):
+            open_connection(server.url, proxy=Proxy.from_url(proxy.url))
+    finally:
+        proxy.server.stop()
+
+
+@pytest.mark.parametrize(
+    "url", ["socks5://127.0.0.1:1080", "http://", "http://host:notaport"]
+)
+def test_an_invalid_proxy_url_is_a_configuration_error(url):
+    with pytest.raises(
+        ConfigurationError, match="use http://\\[user:password@\\]host:port"
+    ):
+        Proxy.from_url(url)
+
+
+def test_refused_unresolvable_and_silent_targets_are_told_apart(unused_port):
+    with pytest.raises(
+        ConnectionRefused, match=f"^connection refused by 127.0.0.1:{unused_port}$"
+    ):
+        open_connection(f"ws://127.0.0.1:{unused_port}/ws")
+    with pytest.raises(DNSError, match="^DNS lookup failed for no-such-host.invalid$"):
+        open_connection("ws://no-such-host.invalid/ws")
+    silent = StreamServer(("127.0.0.1", 0), lambda sock, address: gevent.sleep(5))
+    silent.start()
+    try:
+        with pytest.raises(
+            ConnectTimeout, match=r"^no connection within 0\.2 s \(connect timeout\)$"
+        ):
+            open_connection(f"ws://127.0.0.1:{silent.server_port}/ws", timeout=0.2)
+    finally:
+        silent.stop()
+
+
+def test_ipv6_literal_urls_work():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    try:
+        server = create_server(ServerConfig(host="::1", port=0))
+        server.start()
+    except OSError as exc:
+        pytest.skip(f"cannot listen on [::1]: {exc}")
+    try:
+        connection, received = open_connection(f"ws://[::1]:{server.port}/ws")
+        connection.send_binary(b"v6")
+        wait_for(lambda: received == [b"v6"])
+        connection.close()
+    finally:
+        server.stop(timeout=1)
