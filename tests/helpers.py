@@ -31,6 +31,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
 
+# python -c this LIMIT serve ...: lower RLIMIT_NOFILE in the child itself (a
+# preexec_fn is unsafe in a process with threads), then run ``python -m wslocust``.
+_WITH_OPEN_FILES_LIMIT = (
+    "import resource, runpy, sys; limit = int(sys.argv.pop(1)); "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)); "
+    "runpy.run_module('wslocust', run_name='__main__', alter_sys=True)"
+)
+
 _LISTENING = re.compile(
     r"listening on (?P<url>ws://(?P<host>\S+?):(?P<port>\d+)(?P<path>/\S*)) \(stats at (?P<stats>\S+)\)"
 )
@@ -84,13 +92,15 @@ class ServerProcess:
             :meth:`wait_listening` has returned.
     """
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], *, open_files_limit: int | None = None) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])
         )
         env["PYTHONUNBUFFERED"] = "1"
         self.args = [sys.executable, "-m", "wslocust", "serve", *args]
+        if open_files_limit is not None:
+            self.args[1:3] = ["-c", _WITH_OPEN_FILES_LIMIT, str(open_files_limit)]
         self.process = subprocess.Popen(
             self.args,
             cwd=REPO_ROOT,
@@ -129,8 +139,9 @@ class ServerProcess:
 
         def listening() -> re.Match[str] | None:
             if self.process.poll() is not None:
+                self.wait()  # collect its last lines for the message
                 raise AssertionError(
-                    f"the server exited with {self.process.returncode}: {self.output()}"
+                    f"the server exited with {self.process.returncode}\n{self.output()}"
                 )
             return next(filter(None, map(_LISTENING.search, self.stdout_lines)), None)
 
@@ -168,8 +179,12 @@ class ServerProcess:
             self.process.wait()
             raise
         finally:
+            # The pipes reach EOF once the process is gone: collect the last lines.
             for reader in self._readers:
                 reader.join(timeout=5)
+            for pipe in (self.process.stdout, self.process.stderr):
+                if pipe is not None:
+                    pipe.close()
         return self.process.returncode
 
     def output(self) -> str:
@@ -178,20 +193,19 @@ class ServerProcess:
 
 
 @contextmanager
-def run_server_process(*args: str, timeout: float = 30.0) -> Iterator[ServerProcess]:
+def run_server_process(
+    *args: str, timeout: float = 30.0, open_files_limit: int | None = None
+) -> Iterator[ServerProcess]:
     """
     Run ``python -m wslocust serve --port 0 *args``; yield it once it listens.
 
+    ``open_files_limit`` sets the subprocess's RLIMIT_NOFILE (soft and hard).
     On exit, stop it with SIGTERM if it still runs (and kill it if it does not
     exit in time).
     """
-    server = ServerProcess(["--port", "0", *args])
+    server = ServerProcess(["--port", "0", *args], open_files_limit=open_files_limit)
     try:
         server.wait_listening(timeout)
         yield server
     finally:
-        if server.process.poll() is None:
-            server.stop()
-        for pipe in (server.process.stdout, server.process.stderr):
-            if pipe is not None:
-                pipe.close()
+        server.stop()  # only signals if it still runs; always collects the output

@@ -9,13 +9,14 @@ import pytest
 from gevent.server import StreamServer
 from helpers import wait_for
 
-from wslocust.connection import Connection, Proxy
+from wslocust.connection import Connection, Proxy, ssl_context
 from wslocust.exceptions import (
     ConfigurationError,
     ConnectError,
     ConnectionRefused,
     ConnectTimeout,
     DNSError,
+    TLSError,
 )
 from wslocust.server import ServerConfig, create_server
 from wslocust.uri import parse_uri
@@ -146,3 +147,30 @@ def test_ipv6_literal_urls_work():
         connection.close()
     finally:
         server.stop(timeout=1)
+
+
+@pytest.fixture
+def tls_server(self_signed_cert):
+    cert, key = self_signed_cert
+    server = create_server(ServerConfig(host="127.0.0.1", port=0, certfile=cert, keyfile=key))
+    server.start()
+    yield server
+    server.stop(timeout=1)
+
+
+def test_wss_verifies_certificates_by_default(tls_server):
+    assert tls_server.url.startswith("wss://")
+    with pytest.raises(TLSError, match="^TLS certificate verification failed: self-signed certificate$"):
+        open_connection(tls_server.url)
+
+
+def test_wss_with_verification_off_works_and_says_so_once(tls_server, caplog):
+    connection, received = open_connection(tls_server.url, verify_tls=False)
+    connection.send_text("secret")
+    wait_for(lambda: received == ["secret"])
+    connection.close()
+    other, _ = open_connection(tls_server.url, verify_tls=False)
+    other.close()
+    warnings = [r for r in caplog.records if "verification is OFF" in r.getMessage()]
+    assert len(warnings) <= 1  # once per process: an earlier test may have logged it already
+    assert ssl_context(False) is ssl_context(False)  # one context per process, not per connection

@@ -563,6 +563,32 @@ def test_cli_port_in_use_is_one_line_and_exit_1():
     )
 
 
+def test_cli_out_of_file_descriptors_warns_once_and_recovers(connect):
+    with run_server_process(open_files_limit=40) as process:
+        sockets = []
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            for _ in range(40):
+                sockets.append(websocket.create_connection(process.url, timeout=0.5))
+        wait_for(
+            lambda: any(
+                "out of file descriptors" in line for line in process.stderr_lines
+            )
+        )
+        for ws in sockets[:5]:
+            ws.close()
+        connect(process.url).close()  # accepted again once descriptors are free
+        for ws in sockets[5:]:
+            ws.shutdown()
+        assert process.stop() == 0
+    assert process.stderr_lines == [
+        (
+            "wslocust serve: out of file descriptors (40 per process); new connections "
+            "wait until others close. Raise `ulimit -n`, or run more processes on the "
+            "same port with --reuse-port."
+        )
+    ]
+
+
 def test_cli_reuse_port_lets_two_processes_share_a_port(connect):
     port = str(free_port())
     with (

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import errno
 import hashlib
 import json
 import logging
@@ -29,12 +30,13 @@ import math
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import gevent
 import gevent.pool
@@ -53,6 +55,11 @@ try:
     from wsaccel.xormask import XorMaskerSimple
 except ImportError:  # pragma: no cover - wsaccel is a declared dependency
     XorMaskerSimple = None
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
 
 __all__ = [
     "ReferenceServer",
@@ -85,6 +92,11 @@ MAX_QUEUED = 1000
 #: Listen backlog, so that a ramp of thousands of connects per second is not
 #: refused before the accept loop runs (the kernel caps it at somaxconn).
 LISTEN_BACKLOG = 4096
+
+#: What ``wslocust serve`` does, for its --help and the ``wslocust`` command list.
+SERVE_DESCRIPTION = (
+    "Run the reference WebSocket echo server; its /stats counters are exact."
+)
 
 _STATS_PATH = "/stats"
 _HEALTH_PATH = "/healthz"
@@ -320,6 +332,12 @@ class ServerConfig:
     process is limited by its file-descriptor limit). Each process keeps its
     own counters, so ``/stats`` reports whichever process the kernel picked."""
 
+    certfile: str | None = None
+    """PEM certificate chain: serve ``wss://`` (and ``https://`` stats) instead of ``ws://``."""
+
+    keyfile: str | None = None
+    """PEM private key of ``certfile`` (omit when the key is in the certificate file)."""
+
     # Behaviour
 
     delay_ms: float = 0.0
@@ -357,7 +375,7 @@ class ServerConfig:
 
 def _unmask(payload: bytes, mask: bytes) -> bytes:
     if XorMaskerSimple is not None:
-        return XorMaskerSimple(mask).process(payload)
+        return cast(bytes, XorMaskerSimple(mask).process(payload))
     # gevent-websocket XORs byte by byte in Python; one big-int XOR is ~50x faster.
     size = len(payload)
     key = (mask * (size // 4 + 1))[:size]
@@ -372,11 +390,11 @@ def _is_valid_received_close_code(code: int) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
-class _MessageTooBig(ProtocolError):
+class _MessageTooBig(ProtocolError):  # type: ignore[misc]  # no type hints upstream
     """A frame larger than MAX_FRAME_BYTES arrived."""
 
 
-class _ServerWebSocket(WebSocket):
+class _ServerWebSocket(WebSocket):  # type: ignore[misc]
     """
     gevent-websocket's ``WebSocket`` with these fixes:
 
@@ -392,8 +410,6 @@ class _ServerWebSocket(WebSocket):
     - unmasked client frames (RFC 6455 §5.1) and oversized frames were accepted.
     - ``__del__`` wrote a close frame from the garbage collector.
     """
-
-    __slots__ = ("close_sent", "message_bytes", "send_lock")
 
     def __init__(
         self, environ: dict[str, Any], stream: Stream, handler: WebSocketHandler
@@ -420,7 +436,7 @@ class _ServerWebSocket(WebSocket):
         """
         self.message_bytes = 0
         try:
-            return self.read_message()
+            return cast("str | bytearray | None", self.read_message())
         except _MessageTooBig:
             self.close(1009)
         except UnicodeError:
@@ -475,7 +491,7 @@ class _ServerWebSocket(WebSocket):
 
     # Sending
 
-    def send_frame(self, message: bytes | str, opcode: int) -> None:
+    def send_frame(self, message: bytes | bytearray | str, opcode: int) -> None:
         """Write one unfragmented frame; raises ``OSError`` if the connection is closing or lost."""
         if self.close_sent and opcode != _OPCODE_CLOSE:
             raise WebSocketError("close frame already sent")
@@ -491,10 +507,9 @@ class _ServerWebSocket(WebSocket):
         if isinstance(message, str):
             payload = message.encode("utf-8")
             self.send_frame(payload, _OPCODE_TEXT)
-        else:
-            payload = message
-            self.send_frame(payload, _OPCODE_BINARY)
-        return len(payload)
+            return len(payload)
+        self.send_frame(message, _OPCODE_BINARY)
+        return len(message)
 
     def start_closing(self, code: int, reason: str = "") -> None:
         """Send a close frame and keep reading until the client replies (§7.1.2)."""
@@ -531,7 +546,7 @@ class _ServerWebSocket(WebSocket):
             pass  # the peer is gone: nothing left to close politely
 
 
-class _ServerHandler(WebSocketHandler):
+class _ServerHandler(WebSocketHandler):  # type: ignore[misc]
     """
     gevent-websocket's handler, with routing, refusals and these fixes:
 
@@ -569,11 +584,12 @@ class _ServerHandler(WebSocketHandler):
             environ.get("PATH_INFO") != reference.config.path
             or environ.get("HTTP_UPGRADE", "").lower() != "websocket"
         ):
-            return WSGIHandler.run_application(self)  # plain HTTP
-        if reference._should_refuse():
+            WSGIHandler.run_application(self)  # plain HTTP
+        elif reference._should_refuse():
             environ[_REFUSED_KEY] = True
-            return WSGIHandler.run_application(self)
-        return super().run_application()
+            WSGIHandler.run_application(self)
+        else:
+            super().run_application()
 
     def upgrade_websocket(self) -> list[bytes] | None:
         # gevent-websocket answered "402 Bad Request".
@@ -622,6 +638,40 @@ class _ServerHandler(WebSocketHandler):
 
 
 # The server
+
+
+class _Listener(WSGIServer):  # type: ignore[misc]
+    """gevent's WSGIServer, knowing its :class:`ReferenceServer` and quiet when out of descriptors."""
+
+    def __init__(self, reference: ReferenceServer, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reference = reference
+        self._next_fd_warning = 0.0
+
+    def do_read(self) -> Any:
+        try:
+            return super().do_read()
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+        # Out of file descriptors: gevent would print a traceback per retry.
+        # Pending connections wait in the listen backlog until some close.
+        now = time.monotonic()
+        if now >= self._next_fd_warning:
+            self._next_fd_warning = now + 10.0
+            logger.warning(
+                "wslocust serve: out of file descriptors (%s per process); new "
+                "connections wait until others close. Raise `ulimit -n`, or run "
+                "more processes on the same port with --reuse-port.",
+                _open_files_limit(),
+            )
+        self.stop_accepting()
+        gevent.spawn_later(0.1, self._resume_accepting)
+        return None
+
+    def _resume_accepting(self) -> None:
+        if self.started:
+            self.start_accepting()
 
 
 class _Close:
@@ -673,7 +723,7 @@ class ReferenceServer:
         """The configuration it was created with."""
         self.counters = ServerCounters()
         """Live counters; read them directly in-process, or over ``GET /stats``."""
-        self._wsgi: WSGIServer | None = None
+        self._wsgi: _Listener | None = None
         self._connections: set[_Connection] = set()
         # Exact arithmetic: 0.1 is 1/10, so the 10th request is refused, not the 11th.
         self._refuse_ratio = Fraction(repr(config.refuse_fraction))
@@ -696,18 +746,26 @@ class ReferenceServer:
         """
         listener = _listen(self.config.host, self.config.port, self.config.reuse_port)
         # A pool (unbounded) so that stop() can wait for and kill the handlers.
-        self._wsgi = WSGIServer(
+        self._wsgi = _Listener(
+            self,
             listener,
             self._application,
             handler_class=_ServerHandler,
             spawn=gevent.pool.Pool(),
             log=None,
+            **self._tls_arguments(),
         )
-        self._wsgi.reference = self
         self._wsgi.start()
         self._started_at = time.monotonic()
         if self.config.broadcast_interval_ms:
             self._broadcaster = gevent.spawn(self._broadcast_loop)
+
+    def _tls_arguments(self) -> dict[str, Any]:
+        if not self.config.certfile:
+            return {}
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.config.certfile, self.config.keyfile)
+        return {"ssl_context": context}
 
     def serve_forever(self) -> None:
         """Start if needed, then block until :meth:`stop` has finished."""
@@ -752,17 +810,19 @@ class ReferenceServer:
         """The port actually listened on (useful with ``port=0``)."""
         if self._wsgi is None:
             raise RuntimeError("the server is not started")
-        return self._wsgi.server_port
+        return int(self._wsgi.server_port)
 
     @property
     def url(self) -> str:
         """The WebSocket URL, e.g. ``ws://127.0.0.1:3003/ws``."""
-        return f"ws://{self._authority()}{self.config.path}"
+        scheme = "wss" if self.config.certfile else "ws"
+        return f"{scheme}://{self._authority()}{self.config.path}"
 
     @property
     def stats_url(self) -> str:
         """The statistics URL, e.g. ``http://127.0.0.1:3003/stats``."""
-        return f"http://{self._authority()}{_STATS_PATH}"
+        scheme = "https" if self.config.certfile else "http"
+        return f"{scheme}://{self._authority()}{_STATS_PATH}"
 
     def stats(self) -> dict[str, float]:
         """The counters plus ``uptime_s`` and ``pid``: the body of ``GET /stats``."""
@@ -828,7 +888,9 @@ class ReferenceServer:
         try:
             if self.config.delay_ms or self.config.broadcast_interval_ms:
                 connection.outbox = gevent.queue.Queue()
-                connection.writer = gevent.spawn(self._write_loop, connection)
+                connection.writer = gevent.spawn(
+                    self._write_loop, connection, connection.outbox
+                )
             if self._stopping:  # accepted while draining
                 self._close_connection(connection, 1001, "going away", CLOSE_TIMEOUT)
             self._echo_loop(connection)
@@ -844,6 +906,7 @@ class ReferenceServer:
     def _echo_loop(self, connection: _Connection) -> None:
         # The hot path: no logging, no allocation beyond the message itself.
         ws = connection.ws
+        outbox = connection.outbox
         counters = self.counters
         receive = ws.receive
         send_message = ws.send_message
@@ -858,9 +921,9 @@ class ReferenceServer:
             counters.bytes_received += ws.message_bytes
             if connection.closing:
                 continue  # §5.5.1: no data after our close frame; counted, not echoed
-            if delay:
+            if delay and outbox is not None:
                 # The writer sends it when due; the queue keeps this connection's order.
-                connection.outbox.put((time.monotonic() + delay, message, False))
+                outbox.put((time.monotonic() + delay, message, False))
             else:
                 try:
                     size = send_message(message)
@@ -876,10 +939,10 @@ class ReferenceServer:
                     connection, self.config.close_code, "close_after", CLOSE_TIMEOUT
                 )
 
-    def _write_loop(self, connection: _Connection) -> None:
+    def _write_loop(self, connection: _Connection, outbox: gevent.queue.Queue) -> None:
         ws = connection.ws
         counters = self.counters
-        get = connection.outbox.get
+        get = outbox.get
         while True:
             due, item, is_broadcast = get()
             wait = due - time.monotonic()
@@ -923,8 +986,13 @@ class ReferenceServer:
             for connection in self._connections:
                 # A client that does not read misses broadcasts instead of growing
                 # the server's memory; broadcasts_sent counts only those sent.
-                if not connection.closing and connection.outbox.qsize() < MAX_QUEUED:
-                    connection.outbox.put(item)
+                outbox = connection.outbox
+                if (
+                    outbox is not None
+                    and not connection.closing
+                    and outbox.qsize() < MAX_QUEUED
+                ):
+                    outbox.put(item)
 
 
 def _respond(
@@ -1002,6 +1070,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="set SO_REUSEPORT so several server processes can share the port (each keeps its own /stats)",
     )
+    listening.add_argument(
+        "--certfile", metavar="PEM", help="certificate chain: serve wss:// instead of ws://"
+    )
+    listening.add_argument("--keyfile", metavar="PEM", help="private key of --certfile, if not inside it")
     behaviour = parser.add_argument_group("behaviour")
     behaviour.add_argument(
         "--delay-ms",
@@ -1054,7 +1126,9 @@ def run(args: argparse.Namespace) -> int:
     Prints the listening line, then, after draining, the final statistics as
     one line of JSON. Returns the exit code: 0, or 1 if it cannot listen.
     """
-    config = ServerConfig(**{name: getattr(args, name) for name in _CHECKS})
+    config = ServerConfig(
+        **{name: getattr(args, name) for name in _CHECKS}, certfile=args.certfile, keyfile=args.keyfile
+    )
     _raise_open_files_limit()
     server = create_server(config)
     try:
@@ -1089,9 +1163,7 @@ def run(args: argparse.Namespace) -> int:
 def _raise_open_files_limit() -> None:
     # Each connection is a file descriptor; the soft limit is often 1024 while
     # the hard limit allows far more.
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not on Windows
+    if resource is None:  # pragma: no cover - Windows
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
@@ -1099,6 +1171,12 @@ def _raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             pass
+
+
+def _open_files_limit() -> str:
+    if resource is None:  # pragma: no cover - Windows
+        return "unknown"
+    return str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1112,10 +1190,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``wslocust serve`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     return run(build_parser().parse_args(argv))
 
-
-SERVE_DESCRIPTION = (
-    "Run the reference WebSocket echo server; its /stats counters are exact."
-)
 
 if __name__ == "__main__":
     sys.exit(main())
