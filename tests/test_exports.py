@@ -19,9 +19,15 @@ def test_every_module_declares_all_and_its_names_exist():
 
 def test_top_level_api_is_the_user_its_states_the_exceptions_and_the_version():
     exceptions = importlib.import_module("wslocust.exceptions")
+    shapes = importlib.import_module("wslocust.shapes")
     assert len(set(wslocust.__all__)) == len(wslocust.__all__)
     for name in wslocust.__all__:
         assert hasattr(wslocust, name), name
-    expected = {"WebSocketUser", "ConnectionState", "__version__"}
-    assert set(wslocust.__all__) - expected <= set(exceptions.__all__)
+    expected = {"WebSocketUser", "ConnectionState", "time_scaled", "__version__"}
+    assert set(wslocust.__all__) - expected <= set(exceptions.__all__) | set(shapes.__all__)
     assert wslocust.WebSocketUser.abstract is True
+    # Locust runs any non-abstract shape a locustfile imports: every library shape is abstract.
+    for name in shapes.__all__:
+        item = getattr(shapes, name)
+        if isinstance(item, type):
+            assert item.__dict__.get("abstract") is True or not hasattr(item, "tick"), name

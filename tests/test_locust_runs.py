@@ -20,7 +20,7 @@ def locust(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -
     environment = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "MESSAGE_INTERVAL")}
     environment.update(env or {})
     return subprocess.run(
-        [*LOCUST, *args], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout
+        [*LOCUST, *args], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -150,8 +150,11 @@ def test_master_and_two_worker_processes_add_up_to_the_servers_counters():
         workers = [
             subprocess.Popen(
                 [*LOCUST, *common, "--worker", "--master-port", str(port)],
-                cwd=REPO_ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+                cwd=REPO_ROOT,
+                env=environment,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             for _ in range(2)
         ]
         try:

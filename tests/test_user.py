@@ -207,3 +207,27 @@ def test_stop_closes_cleanly_without_leaking_descriptors(server):
     assert [user.state for user in users] == [ConnectionState.CLOSED] * 20
     gevent.sleep(0)
     assert open_fds() <= before
+
+
+def test_an_exception_in_on_message_is_reported_and_the_connection_lives_on():
+    pushing = create_server(ServerConfig(host="127.0.0.1", port=0, broadcast_interval_ms=20))
+    pushing.start()
+    calls = []
+
+    class Buggy(WebSocketUser):
+        message_interval = 0.02
+
+        def on_message(self, message):
+            calls.append(message)
+            raise ValueError("bug in the locustfile")
+
+    try:
+        environment, runner = start_run(Buggy, users=1, host=pushing.url)
+        wait_for(lambda: len(calls) >= 3 and requests(environment, "echo")[0] >= 3, timeout=5)
+        runner.quit()
+    finally:
+        pushing.stop(timeout=1)
+    assert counters(environment).disconnects == 0
+    assert requests(environment, "echo")[1] == 0
+    [row] = runner.exceptions.values()
+    assert row["msg"] == "bug in the locustfile" and row["count"] == len(calls)

@@ -20,22 +20,34 @@ from .exceptions import (
     ReceiveTimeout,
     WsLocustError,
 )
+from .settings import time_scaled
+from .shapes import AT_ONCE, Churn, ErrorRecovery, RampUp, Spike, Stage, Stages, Sustained, Wave
 from .user import ConnectionState, WebSocketUser
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "WebSocketUser",
-    "ConnectionState",
-    "WsLocustError",
+    "AT_ONCE",
+    "Churn",
     "ConfigurationError",
     "ConnectError",
     "ConnectTimeout",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "ConnectionState",
+    "ErrorRecovery",
     "HandshakeError",
     "ProtocolError",
+    "RampUp",
     "ReceiveTimeout",
-    "ConnectionClosed",
-    "ConnectionClosedOK",
-    "ConnectionClosedError",
+    "Spike",
+    "Stage",
+    "Stages",
+    "Sustained",
+    "Wave",
+    "WebSocketUser",
+    "WsLocustError",
     "__version__",
+    "time_scaled",
 ]

@@ -33,10 +33,11 @@ class CommandLineParser(argparse.ArgumentParser):
 def _subcommands() -> list[tuple[str, ModuleType, str]]:
     # Imported here, not at module level: the subcommand modules import this
     # one for CommandLineParser.
-    from . import server
+    from . import monitor, server
 
     return [
         ("serve", server, server.SERVE_DESCRIPTION),
+        ("monitor", monitor, monitor.MONITOR_DESCRIPTION),
     ]
 
 

@@ -12,11 +12,11 @@ This is the only module that touches sockets, and the only place where
 low-level errors (``socket.gaierror``, ``ssl.SSLError``, resets, timeouts) are
 translated into the :mod:`wslocust.exceptions` tree.
 
-Why our own upgrade instead of websocket-client's: websocket-client reads the
-101 response one byte per ``recv`` call and cannot hand bytes that follow the
-headers to another frame parser; measured on this machine its framing also
-caps a closed-loop echo at about 23,000 messages per CPU-second against about
-63,000 for a buffered codec (see ``benchmarks/echo_throughput.py``).
+Why our own upgrade and framing instead of websocket-client's: websocket-client
+reads the 101 response one byte per ``recv`` call, cannot hand bytes that
+follow the headers to another frame parser, and validates UTF-8 in pure
+Python; ``benchmarks/echo_throughput.py`` measures this layer against it side
+by side (figures in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import gevent.lock
 from gevent import socket as gsocket
 
 from . import handshake
+from .addresses import connect_from
 from .exceptions import (
     ConfigurationError,
     ConnectError,
@@ -48,7 +49,7 @@ from .exceptions import (
     WsLocustError,
     connection_closed,
 )
-from .protocol import Close, ClientProtocol, Failure, Ping, Pong
+from .protocol import ClientProtocol, Close, Failure, Ping, Pong
 from .uri import WsURI, redact_uri
 
 __all__ = ["Connection", "Proxy", "ssl_context"]
@@ -223,14 +224,18 @@ class Connection:
         except ConnectionRefusedError:
             refused_by = f"proxy {proxy.host}:{proxy.port}" if proxy else uri.host_header
             raise ConnectionRefused(f"connection refused by {refused_by}") from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise ConnectTimeout(f"no connection within {timeout:g} s (connect timeout)") from None
         except OSError as exc:
             raise ConnectError(f"connect to {uri.host_header} failed: {_os_error_text(exc)}") from None
 
     @staticmethod
     def _connect_tcp(host: str, port: int, source_address: tuple[str, int] | None) -> socket.socket:
-        sock = gsocket.create_connection((host, port), source_address=source_address)
+        if source_address is None:
+            sock = gsocket.create_connection((host, port))
+        else:
+            # Bound with IP_BIND_ADDRESS_NO_PORT, so that rotated source addresses share ports.
+            sock = connect_from(host, port, source_address)
         # Small frames must leave at once: Nagle would add up to 40 ms to echoes.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
@@ -300,7 +305,11 @@ class Connection:
             raise self._closed_error()
         with self._send_lock:
             try:
-                sock.sendall(data)
+                # One send() is enough almost always; gevent's sendall() costs an
+                # extra getsockopt() system call per message.
+                sent = sock.send(data)
+                if sent < len(data):
+                    sock.sendall(memoryview(data)[sent:])
             except OSError:
                 self._lost()
                 raise self._closed_error() from None

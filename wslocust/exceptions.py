@@ -23,20 +23,20 @@ that Locust's Failures tab groups identical faults into one row.
 from __future__ import annotations
 
 __all__ = [
-    "WsLocustError",
     "ConfigurationError",
     "ConnectError",
-    "DNSError",
-    "ConnectionRefused",
-    "TLSError",
     "ConnectTimeout",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "ConnectionRefused",
+    "DNSError",
     "HandshakeError",
+    "PingTimeout",
     "ProtocolError",
     "ReceiveTimeout",
-    "PingTimeout",
-    "ConnectionClosed",
-    "ConnectionClosedOK",
-    "ConnectionClosedError",
+    "TLSError",
+    "WsLocustError",
 ]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["REPORT_KEY", "WsCounters", "CONNECTION_STATES"]
+__all__ = ["CONNECTION_STATES", "REPORT_KEY", "WsCounters"]
 
 REPORT_KEY = "wslocust"
 """Our key in Locust's worker report (``stats`` and ``errors`` are Locust's)."""

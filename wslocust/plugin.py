@@ -14,21 +14,22 @@ import argparse
 import logging
 import os
 import resource
-import sys
 from typing import Any
 
 from locust import events
 from locust.runners import WorkerRunner
 
+from . import distributed
 from .exceptions import ConfigurationError
 from .metrics import REPORT_KEY, WsCounters
-from .uri import parse_uri, redact_uri
+from .settings import stop_at_start
+from .uri import parse_uri
 
 __all__ = [
-    "DEFAULT_TARGET",
     "DEFAULT_MESSAGE_INTERVAL_MS",
-    "counters",
+    "DEFAULT_TARGET",
     "aggregate_counters",
+    "counters",
     "default_target",
     "message_interval",
     "next_source_address",
@@ -61,8 +62,10 @@ def _milliseconds(option: str, env: str) -> Any:
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any) -> None:
+    from .settings import show_in_web_ui
+
     group = parser.add_argument_group("wslocust", "WebSocket options (wslocust)")
-    group.add_argument(
+    action = group.add_argument(
         "--ws-message-interval",
         type=_milliseconds("--ws-message-interval", "MESSAGE_INTERVAL"),
         env_var="MESSAGE_INTERVAL",
@@ -71,6 +74,7 @@ def _add_options(parser: Any) -> None:
         help="Milliseconds between the periodic messages of each connection (users without tasks); "
         "0 sends none. Overrides the locustfile's message_interval. Default: the locustfile's, else 5000.",
     )
+    show_in_web_ui(action)
 
 
 def message_interval(environment: Any) -> float | None:
@@ -89,8 +93,8 @@ def default_target(environment: Any) -> str:
 
 
 def next_source_address(environment: Any) -> tuple[str, int] | None:
-    """The local address the next connection binds to; None lets the kernel choose."""
-    return None
+    """The local address the next connection binds to (``--ws-source-addresses``); None lets the kernel choose."""
+    return distributed.next_source_address(environment)
 
 
 # Counters --------------------------------------------------------------------
@@ -155,8 +159,7 @@ def _on_init(environment: Any, **_: Any) -> None:
             parse_uri(explicit)
         except ConfigurationError as exc:
             source = "--host" if environment.host else "WS_SERVER_URL"
-            sys.stderr.write(f"wslocust: {source}: {exc}\n")
-            sys.exit(2)
+            stop_at_start(environment, f"wslocust: {source}: {exc}")
         environment.host = explicit
         return
     _start_embedded_server(environment)
@@ -169,11 +172,11 @@ def _start_embedded_server(environment: Any) -> None:
     try:
         server.start()
     except OSError as exc:
-        sys.stderr.write(
+        stop_at_start(
+            environment,
             f"wslocust: cannot start the embedded reference server on {EMBEDDED_HOST}:{EMBEDDED_PORT} "
-            f"({exc.strerror}); pass --host ws://{EMBEDDED_HOST}:{EMBEDDED_PORT}/ws to target what runs there\n"
+            f"({exc.strerror}); pass --host ws://{EMBEDDED_HOST}:{EMBEDDED_PORT}/ws to target what runs there",
         )
-        sys.exit(2)
     environment.ws_embedded_server = server
     environment.host = server.url
     logger.info(
@@ -221,3 +224,7 @@ def _raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             logger.warning("could not raise the open-files limit from %d to %d", soft, hard)
+
+
+# Live metrics, web UI tabs, console and CSV reports, thresholds (each registers its own listeners).
+from . import bucketing, live, reports, thresholds, web  # noqa: F401  isort:skip

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import random
 import time
 from collections.abc import Hashable, Sequence
@@ -30,8 +31,8 @@ import gevent.event
 from locust import User
 from locust.exception import StopUser
 
-from . import plugin
-from .connection import Connection
+from . import plugin, settings
+from .connection import Connection, Proxy
 from .exceptions import (
     ConfigurationError,
     ConnectionClosed,
@@ -43,7 +44,7 @@ from .exceptions import (
 from .metrics import WsCounters
 from .uri import WsURI, parse_uri
 
-__all__ = ["WebSocketUser", "ConnectionState"]
+__all__ = ["ConnectionState", "WebSocketUser"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class ConnectionState(enum.Enum):
 class _Pending:
     """A request waiting for its reply."""
 
-    __slots__ = ("key", "name", "scheduled_at", "waiter", "reply", "later")
+    __slots__ = ("key", "later", "name", "reply", "scheduled_at", "waiter")
 
     def __init__(self, key: Hashable, name: str, scheduled_at: float, waiter: gevent.event.Event | None) -> None:
         self.key = key
@@ -131,6 +132,9 @@ class WebSocketUser(User):
     verify_tls: bool = True
     """Verify the server certificate for ``wss://``. Set False only for test servers: it is logged."""
 
+    proxy: str | None = None
+    """An HTTP proxy to tunnel through, ``http://[user:password@]host:port`` (CONNECT)."""
+
     max_message_size: int | None = 2**20
     """Largest message accepted from the server, in bytes; larger ones close the connection with 1009."""
 
@@ -153,6 +157,14 @@ class WebSocketUser(User):
 
     max_reconnect_attempts: int = 5
     """Failed attempts in a row after which the user gives up (state ``failed``) and stops."""
+
+    # Churn (wslocust.settings / wslocust.shapes) ------------------------------
+
+    connection_lifetime: float | None = None
+    """Seconds each connection lives before the user closes it cleanly (counted in ``closed``,
+    not as a failure) and opens a new one at once (a ``reconnect``); None: forever. A shape's
+    ``connection_lifetime`` (:class:`~wslocust.shapes.Churn`) takes precedence. The first
+    connection of each user lives a random part of it, so that users do not churn in step."""
 
     # Ping -------------------------------------------------------------------
 
@@ -348,6 +360,9 @@ class WebSocketUser(User):
     # Periodic messages (users without tasks) ---------------------------------
 
     def _message_interval(self) -> float:
+        return self._unscaled_message_interval() * settings.time_scale(self.environment)
+
+    def _unscaled_message_interval(self) -> float:
         configured = plugin.message_interval(self.environment)
         if configured is not None:
             return configured
@@ -360,10 +375,31 @@ class WebSocketUser(User):
         return plugin.DEFAULT_MESSAGE_INTERVAL_MS / 1000
 
     def _until_next_tick(self) -> float:
-        return max(0.0, self._next_tick - perf_counter())
+        return max(0.0, min(self._next_tick, self._schedule_ends) - perf_counter())
+
+    # The shape's schedule (wslocust.settings): set by _follow_schedule.
+    _schedule_ends = math.inf
+    """When the current stage's message interval ends: the user wakes up then to follow the next."""
+    _own_interval: float | None = None
+
+    def _follow_schedule(self, now: float) -> None:
+        """Take the message interval of the shape's current stage, if a shape published one."""
+        schedule = settings.schedule(self.environment)
+        if schedule is None:
+            return
+        interval, self._schedule_ends = schedule.at(now)
+        if interval is None:
+            if self._own_interval is None:
+                self._own_interval = self._message_interval()
+            interval = self._own_interval
+        if interval != self._interval:
+            self._interval = interval
+            # A new phase for each user, so that a stage change is no thundering herd.
+            self._next_tick = now + random.uniform(0, interval) if interval > 0 else now
 
     def _hold_connection(self) -> None:
         """The task of a user without tasks: one periodic message per ``message_interval``."""
+        self._follow_schedule(perf_counter())
         if self._interval <= 0:
             self._next_tick = perf_counter() + 3600.0
             return
@@ -408,7 +444,7 @@ class WebSocketUser(User):
             try:
                 key = self.reply_key(message)
                 pending = pendings.pop(key, None)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a message reply_key cannot parse is a server push
                 pending = None
             if pending is not None:
                 if pending.later is not None:
@@ -424,11 +460,14 @@ class WebSocketUser(User):
                 if pending.waiter is not None:
                     pending.reply = message
                     pending.waiter.set()
-                if self._stopping and not pendings:
+                if not pendings and (self._stopping or self._retiring):
                     self._drained.set()
                 return
         counters.unsolicited_received += 1
-        self.on_message(message)
+        try:
+            self.on_message(message)
+        except Exception as exc:  # noqa: BLE001 - a bug in a hook must not take the connection down
+            self._report_user_error(exc)
 
     def _on_pong(self, data: bytes, received_at: float) -> None:
         waiter = self._pongs.pop(data, None)
@@ -456,6 +495,7 @@ class WebSocketUser(User):
         first = True
         try:
             uri = self._target()
+            proxy = Proxy.from_url(self.proxy) if self.proxy else None
         except ConfigurationError as exc:
             self._fail("connect", exc)
             self._give_up()
@@ -473,6 +513,7 @@ class WebSocketUser(User):
             counters = self.counters
             counters.connect_attempts += 1
             started = perf_counter()
+            self._opening = True
             try:
                 connection.open(
                     timeout=self.connect_timeout,
@@ -481,6 +522,7 @@ class WebSocketUser(User):
                     origin=self.origin,
                     verify_tls=self.verify_tls,
                     source_address=plugin.next_source_address(self.environment),
+                    proxy=proxy,
                 )
             except WsLocustError as exc:
                 counters.connects_failed += 1
@@ -492,6 +534,8 @@ class WebSocketUser(User):
                 self._set_state(ConnectionState.RECONNECTING if not first else ConnectionState.CONNECTING)
                 self._backoff(failed_attempts)
                 continue
+            finally:
+                self._opening = False
             elapsed = (perf_counter() - started) * 1000
             counters.connects_succeeded += 1
             if not first:
@@ -505,13 +549,29 @@ class WebSocketUser(User):
             self._set_state(ConnectionState.OPEN)
             self._open.set()
             self._ready.set()
+            if self._stopping:  # stopped during the upgrade (see _shutdown): counted, then closed
+                connection.close(timeout=self.close_timeout)
+                return
             pinger = gevent.spawn(self._ping_forever, connection) if self.ping_interval > 0 else None
-            closed = connection.receive_forever()
+            retirer = self._retire_later(connection, name == "connect")
+            try:
+                closed = connection.receive_forever()
+            except Exception as exc:  # noqa: BLE001 - reported; the user reconnects instead of dying
+                self._report_user_error(exc)
+                connection.abort()
+                closed = connection_closed(1006)
             self._open.clear()
             if pinger is not None:
                 pinger.kill(block=False)
+            if retirer is not None and not self._retiring:
+                retirer.kill(block=False)
             if self._stopping:
                 return
+            if self._retiring:  # closed by _retire: not a failure; reconnect at once
+                self._retiring = False
+                counters.closed += 1
+                self._fail_pending(closed)
+                continue
             counters.disconnects += 1
             self._fail("disconnect", closed)
             self._fail_pending(closed)
@@ -523,7 +583,39 @@ class WebSocketUser(User):
 
     def _backoff(self, attempt: int) -> None:
         delay = min(self.reconnect_max_delay, self.reconnect_delay * 2 ** (attempt - 1))
+        delay *= settings.time_scale(self.environment)
         gevent.sleep(delay / 2 + random.uniform(0, delay / 2))
+
+    # Connection lifetime (churn) ----------------------------------------------
+
+    _retiring = False
+    """True from the end of a connection's lifetime until the next connection opens."""
+    _opening = False
+    """True while the session greenlet is in ``Connection.open()``."""
+
+    def _retire_later(self, connection: Connection, first: bool) -> gevent.Greenlet | None:
+        schedule = settings.schedule(self.environment)
+        if schedule is not None and schedule.lifetime is not None:
+            lifetime: float | None = schedule.lifetime
+        elif self.connection_lifetime is not None:
+            lifetime = self.connection_lifetime * settings.time_scale(self.environment)
+        else:
+            lifetime = None
+        if lifetime is None:
+            return None
+        if first:
+            lifetime = random.uniform(0, lifetime)
+        return gevent.spawn_later(lifetime, self._retire, connection)
+
+    def _retire(self, connection: Connection) -> None:
+        """End of the connection's lifetime: let in-flight replies arrive, then close it cleanly."""
+        self._retiring = True
+        self._open.clear()  # new messages wait for the next connection
+        self._set_state(ConnectionState.RECONNECTING)
+        if self._pending:
+            self._drained.clear()
+            self._drained.wait(self.close_timeout)
+        connection.close(timeout=self.close_timeout)
 
     def _give_up(self) -> None:
         running_tasks = self._ready.is_set()
@@ -581,13 +673,17 @@ class WebSocketUser(User):
             connection.close(timeout=self.close_timeout)
         session = self._session
         if session is not None and not session.dead:
+            if self._opening:
+                # Let an upgrade under way finish: killed half-way, the server would count a
+                # connection that the user never did (a churning run stops in many upgrades).
+                session.join(self.close_timeout)
             session.kill(block=True)
         in_flight = sum(1 for _ in self._iter_pending())
         self._pending = {}
         self.counters.replies_in_flight_at_stop += in_flight
         if self.state is not ConnectionState.FAILED:
             self._set_state(ConnectionState.CLOSED)
-            if connection is not None:
+            if self.connection is not None:
                 self.counters.closed += 1
 
     def _iter_pending(self) -> Any:
@@ -610,6 +706,10 @@ class WebSocketUser(User):
             setattr(counters, old.value, getattr(counters, old.value) - 1)
         if new is not ConnectionState.CLOSED:
             setattr(counters, new.value, getattr(counters, new.value) + 1)
+
+    def _report_user_error(self, exception: Exception) -> None:
+        logger.error("%s in %s: %s", type(exception).__name__, type(self).__name__, exception, exc_info=exception)
+        self.environment.events.user_error.fire(user_instance=self, exception=exception, tb=exception.__traceback__)
 
     def _fail(self, name: str, exception: Exception, response_time: float | None = None) -> None:
         self._fire(

@@ -1,0 +1,20 @@
+"""
+Error recovery: 500 connections, a message per second each; after 5 s the target
+fails for 3 s (the embedded server restarts); logs how long the connections take
+to come back. 20 s in all.
+"""
+
+from wslocust import ErrorRecovery, WebSocketUser
+
+
+class RecoveringUser(WebSocketUser):
+    reconnect_delay = 0.5
+    max_reconnect_attempts = 10
+
+
+class TargetFailsAndComesBack(ErrorRecovery):
+    connections = 500
+    message_interval = 1.0
+    fault_at = 5.0
+    fault_duration = 3.0
+    duration = 20.0

@@ -1,0 +1,14 @@
+"""IoT sensor network: 50,000 sensors connect over 5 minutes, one reading a minute each, for 24 hours."""
+
+from wslocust import RampUp, WebSocketUser
+
+
+class Sensor(WebSocketUser):
+    pass
+
+
+class IoTNetwork(RampUp):
+    connections = 50_000
+    ramp_up = 300.0
+    message_interval = 60.0
+    duration = 86_400.0

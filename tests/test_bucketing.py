@@ -1,0 +1,101 @@
+"""Sub-millisecond response-time buckets, and the console and CSV output that shows them."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import locust.stats
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from locust.stats import RequestStats, StatsCSV
+
+from wslocust import bucketing
+from wslocust.bucketing import bucket_response_time, format_ms
+
+
+@pytest.fixture(scope="module", autouse=True)
+def installed():
+    bucketing.install()
+    bucketing.install()  # idempotent
+    assert locust.stats.bucket_response_time is bucket_response_time
+    yield
+    bucketing.uninstall()
+    assert locust.stats.bucket_response_time(0.37) == 0
+
+
+@pytest.mark.parametrize(
+    "value, bucket",
+    [
+        (0, 0),
+        (0.0004, 0.001),
+        (0.05234, 0.052),
+        (0.3712, 0.37),
+        (0.999, 1.0),
+        (4.16, 4.2),
+        (9.94, 9.9),
+        # From 10 ms up, exactly Locust's buckets.
+        (47.4, 47),
+        (147, 150),
+        (3432, 3400),
+        (58760, 59000),
+    ],
+)
+def test_two_significant_digits_below_10_ms_and_locusts_buckets_above(value, bucket):
+    assert bucket_response_time(value) == bucket
+
+
+@given(st.floats(min_value=0.001, max_value=9.9))
+def test_a_bucket_is_within_five_percent_of_the_value(value):
+    assert abs(bucket_response_time(value) - value) <= 0.05 * value + 1e-12
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(None, "0"), (0, "0"), (0.37, "0.37"), (0.052, "0.052"), (4.2, "4.2"), (47, "47"), (3400, "3400")],
+)
+def test_format_ms(value, text):
+    assert format_ms(value) == text
+
+
+def loopback_like_stats():
+    stats = RequestStats()
+    for response_time in [0.21, 0.33, 0.35, 0.37, 0.38, 0.41, 0.52, 0.9, 1.7, 12.0]:
+        stats.log_request("WS", "echo", response_time, 64)
+    return stats
+
+
+def test_the_median_of_sub_millisecond_echoes_is_no_longer_0():
+    entry = loopback_like_stats().get("echo", "WS")
+    # Locust's percentile: the value that at least that share of the requests did not exceed.
+    assert entry.median_response_time == 0.41
+    assert entry.get_response_time_percentile(0.75) == 0.9
+
+
+def test_console_tables_show_the_decimals_in_locusts_layout():
+    stats = loopback_like_stats()
+    line = stats.get("echo", "WS").to_string(current=False)
+    # Avg, Min, Max, Med
+    assert "|    1.7    0.21      12   0.41 |" in line
+    percentiles = stats.get("echo", "WS").percentile()
+    assert percentiles.split()[2:6] == ["0.41", "0.52", "0.90", "1.7"]  # 50, 66, 75, 80 %
+    summary = "\n".join(locust.stats.get_stats_summary(stats, current=False))
+    assert "0.41" in summary
+
+
+def test_csv_percentiles_and_web_ui_min_keep_the_decimals():
+    stats = loopback_like_stats()
+
+    class Environment:
+        pass
+
+    environment = Environment()
+    environment.stats = stats
+    environment.runner = None
+    out = io.StringIO()
+    StatsCSV(environment, locust.stats.PERCENTILES_TO_REPORT).requests_csv(csv.writer(out))
+    header, echo, _total = list(csv.reader(io.StringIO(out.getvalue())))
+    row = dict(zip(header, echo))
+    assert row["50%"] == "0.41" and row["Median Response Time"] == "0.41" and row["100%"] == "12"
+    assert stats.get("echo", "WS").to_dict()["min_response_time"] == 0.21

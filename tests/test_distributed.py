@@ -1,0 +1,113 @@
+"""
+A master and worker processes on loopback, driven through Locust's REST API
+(the original suite's ``curl -X POST /start``): start with parameters, read
+the statistics and the WebSocket statistics, reset, stop; a worker killed
+with SIGKILL on the way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+
+import pytest
+from helpers import REPO_ROOT, free_port, run_server_process, wait_for
+
+pytestmark = pytest.mark.slow
+
+LOCUST = [sys.executable, "-m", "locust"]
+
+
+class Api:
+    """The master's web API, as ``curl`` would use it."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.base + path, timeout=10) as response:
+            return json.load(response)
+
+    def post(self, path: str, **form: object) -> bytes:
+        data = urllib.parse.urlencode({k: str(v) for k, v in form.items()}).encode()
+        with urllib.request.urlopen(urllib.request.Request(self.base + path, data=data), timeout=30) as response:
+            return response.read()
+
+    def entry(self, name: str) -> dict:
+        return next((e for e in self.get("/stats/requests")["stats"] if e["name"] == name), {"num_requests": 0})
+
+
+def _start(args: list[str], output: int = subprocess.PIPE) -> subprocess.Popen:
+    environment = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "WORKERS", "MESSAGE_INTERVAL")}
+    return subprocess.Popen(
+        [*LOCUST, "-f", "locustfiles/echo.py", *args],
+        cwd=REPO_ROOT, env=environment, stdout=output, stderr=output, text=True,
+    )  # fmt: skip
+
+
+def test_the_rest_api_controls_a_distributed_run_that_survives_a_killed_worker():
+    with run_server_process() as server:
+        master_port, web_port = free_port(), free_port()
+        master = _start(
+            ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
+             "--web-host", "127.0.0.1", "--web-port", str(web_port), "--enable-rebalancing"]
+        )  # fmt: skip
+        workers = [_start(["--worker", "--master-port", str(master_port)], subprocess.DEVNULL) for _ in range(2)]
+        api = Api(web_port)
+        try:
+            wait_for(lambda: _quietly(lambda: api.get("/worker-count")["worker_count"] == 2), timeout=30)
+
+            # Start: POST /swarm with the run's parameters, wslocust's options included.
+            started = json.loads(
+                api.post("/swarm", user_count=10, spawn_rate=10, host=server.url, ws_message_interval=100)
+            )
+            assert started["success"] is True and started["host"] == server.url
+            wait_for(lambda: api.entry("connect")["num_requests"] == 10, timeout=20)
+            requests = api.get("/stats/requests")
+            assert requests["state"] == "running" and requests["user_count"] == 10
+            assert sorted(worker["user_count"] for worker in requests["workers"]) == [5, 5]
+
+            # The WebSocket statistics, per worker and in all.
+            ws = wait_for(lambda: (s := api.get("/ws/stats"))["aggregate"]["connections"]["open"] == 10 and s)
+            assert len(ws["workers"]) == 2 and ws["aggregate"]["totals"]["connects_succeeded"] == 10
+
+            # Reset: Locust's figures start over while the run goes on.
+            assert api.post("/stats/reset") == b"ok"
+            wait_for(lambda: api.entry("connect")["num_requests"] == 0, timeout=10)
+            wait_for(lambda: api.entry("echo")["num_requests"] > 0, timeout=10)
+
+            # A worker dies: the master marks it missing, the other takes over its users.
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait(timeout=10)
+            wait_for(lambda: "missing" in {w["state"] for w in api.get("/stats/requests")["workers"]}, timeout=20)
+            wait_for(lambda: server.stats()["connections_accepted"] == 15, timeout=20)
+            assert server.stats()["connections_open"] == 10
+            ws = api.get("/ws/stats")
+            assert sorted(worker["state"] for worker in ws["workers"]) == ["missing", "running"]
+
+            # Stop: every connection closes; the master keeps running for the next start.
+            assert json.loads(api.post("/stop"))["success"] is True
+            wait_for(lambda: api.get("/stats/requests")["state"] == "stopped", timeout=20)
+            wait_for(lambda: server.stats()["connections_open"] == 0, timeout=20)
+            master.send_signal(signal.SIGTERM)
+            _, stderr = master.communicate(timeout=30)
+            workers[1].wait(timeout=30)
+        finally:
+            for process in (master, *workers):
+                process.kill()
+                process.wait()
+    assert "is missing (no heartbeat): its last report" in stderr, stderr[-3000:]
+    assert "the WebSocket totals include the last report of 1 missing worker" in stderr
+    assert "15 connects (0 failed" in stderr  # the killed worker's 5 are still counted
+
+
+def _quietly(call):
+    try:
+        return call()
+    except OSError:
+        return None

@@ -1,0 +1,219 @@
+"""
+Live metrics in real ``locust`` processes: a master and two worker processes
+against the reference server, the headless console, the CSV files, the
+Prometheus endpoint and the thresholds' exit codes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import REPO_ROOT, free_port, run_server_process, wait_for
+
+pytestmark = pytest.mark.slow
+
+LOCUST = [sys.executable, "-m", "locust", "-f", "locustfiles/echo.py"]
+
+
+class LocustProcess:
+    """A ``locust`` subprocess whose output goes to files (no pipe can fill up)."""
+
+    def __init__(self, tmp_path: Path, name: str, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "MESSAGE_INTERVAL", "WS_THRESHOLDS")}
+        env["PYTHONUNBUFFERED"] = "1"
+        self.stdout_path, self.stderr_path = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+        with open(self.stdout_path, "w") as stdout, open(self.stderr_path, "w") as stderr:
+            self.process = subprocess.Popen([*LOCUST, *args], cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr)
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"locust did not exit in {timeout} s\n{self.stderr[-3000:]}") from None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read()
+
+
+def ws_stats(web: str) -> dict:
+    return json.loads(get(f"{web}/ws/stats"))
+
+
+def test_master_and_two_worker_processes_live_figures_add_up_to_the_servers_counters(tmp_path):
+    master_port, web_port = free_port(), free_port()
+    web = f"http://127.0.0.1:{web_port}"
+    with run_server_process() as server:
+        common = ["--ws-message-interval", "100"]
+        master = LocustProcess(
+            tmp_path, "master", *common, "--master", "--master-bind-port", str(master_port), "--expect-workers", "2",
+            "--autostart", "--autoquit", "60", "-u", "20", "-r", "20", "-t", "6s",
+            "--web-host", "127.0.0.1", "--web-port", str(web_port), "--host", server.url, "--csv", str(tmp_path / "run"),
+        )  # fmt: skip
+        workers = [
+            LocustProcess(tmp_path, f"worker{i}", *common, "--worker", "--master-port", str(master_port))
+            for i in range(2)
+        ]
+        try:
+            # During the run: the aggregate is the sum of the workers, with live rates.
+            running = wait_for(
+                lambda: _get_or_none(web, lambda s: s["aggregate"]["connections"]["open"] == 20
+                                     and s["aggregate"]["rates"]["messages_received"] > 150 and s),
+                timeout=30, interval=0.2, message="20 open connections and ~200 messages/s in /ws/stats",
+            )  # fmt: skip
+            aggregate, views = running["aggregate"], running["workers"]
+            assert running["mode"] == "master" and aggregate["workers"] == 2 and len(views) == 2
+            assert [view["connections"]["open"] for view in views] == [10, 10]
+            assert aggregate["rates"]["messages_received"] < 250  # 20 connections x 10/s
+            assert aggregate["rates"]["messages_received"] == pytest.approx(
+                sum(view["rates"]["messages_received"] for view in views), abs=0.05
+            )
+            assert {view["host"] for view in views} and all(view["system"]["rss"] > 0 for view in views)
+            assert all(view["pid"] not in (0, master.process.pid) for view in views)
+
+            metrics = get(f"{web}/ws/metrics").decode()
+            assert 'wslocust_connections{state="open",worker="worker 1"} 10.0' in metrics
+            assert "wslocust_messages_received_total{" in metrics and 'quantile="0.95"' in metrics
+            tabs = json.loads(get(f"{web}/stats/requests"))["extended_stats"]
+            rows = next(tab["data"] for tab in tabs if tab["key"] == "websocket")
+            assert [row["node"] for row in rows] == ["All (2 workers)", "worker 1", "worker 2"]
+            assert rows[0]["open"] == 20
+            assert b"extended_tabs" in get(f"{web}/") and b"WebSocket" in get(f"{web}/")
+
+            # After the run: every message counted once, as the server counted it.
+            def final() -> dict | None:
+                snapshot = ws_stats(web)
+                truth = server.stats()
+                totals = snapshot["aggregate"]["totals"]
+                done = snapshot["state"] == "stopped" and totals["messages_received"] == truth["messages_sent"]
+                return snapshot if done and totals["closed"] == 20 else None
+
+            snapshot = wait_for(final, timeout=20, interval=0.3, message="final totals equal to the server's")
+            truth = server.stats()
+            totals = snapshot["aggregate"]["totals"]
+            for name in ("connects_succeeded", "messages_sent", "messages_received", "bytes_sent", "bytes_received"):
+                assert totals[name] == sum(view["totals"][name] for view in snapshot["workers"]), name
+            assert totals["connects_succeeded"] == truth["connections_accepted"] == 20
+            assert totals["messages_sent"] == truth["messages_received"]
+            assert totals["bytes_received"] == truth["bytes_sent"]
+            assert totals["errors"] == 0 and snapshot["aggregate"]["errors"] == {}
+
+            master.process.send_signal(signal.SIGTERM)
+            assert master.wait() == 0, master.stderr[-3000:]
+            for worker in workers:
+                worker.wait(30)
+        finally:
+            for process in (master, *workers):
+                process.stop()
+
+    stderr = master.stderr
+    assert "WebSocket results" in stderr and "  worker 1 " in stderr and "  worker 2 " in stderr
+    sent = truth["messages_received"]
+    assert f"{sent:,} sent, {sent:,} received (0 pushed)" in stderr
+    with open(tmp_path / "run_websocket.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["node"] for row in rows] == ["All (2 workers)", "worker 1", "worker 2"]
+    assert int(rows[0]["messages_received"]) == sent == sum(int(row["messages_received"]) for row in rows[1:])
+    assert (tmp_path / "run_websocket_history.csv").read_text().count("\n") > 3
+
+
+def _get_or_none(web, check):
+    try:
+        return check(ws_stats(web))
+    except OSError:
+        return None
+
+
+def test_headless_console_lines_csv_sub_millisecond_percentiles_and_a_failing_threshold(tmp_path):
+    with run_server_process() as server:
+        run = LocustProcess(
+            tmp_path, "run", "--headless", "-u", "10", "-r", "10", "-t", "5s", "--host", server.url,
+            "--ws-message-interval", "50", "--csv", str(tmp_path / "run"),
+            "--ws-thresholds", "echo.p95<10s, echo.p50<0.001ms, error_rate<1%",
+        )  # fmt: skip
+        code = run.wait()
+    stderr = run.stderr
+    assert code == 3, stderr[-3000:]
+    # The periodic headless output carries the WebSocket lines under Locust's table.
+    assert "WebSocket  10 open, 0 connecting, 0 reconnecting, 0 failed, 0 closed | messages" in stderr
+    assert "WebSocket  round trip p50 " in stderr
+    table = stderr[stderr.index("WebSocket thresholds") :].splitlines()
+    assert table[3].split()[-1] == "pass" and table[3].startswith("  echo.p95 < 10s")
+    assert table[4].split()[-1] == "FAIL" and table[4].startswith("  echo.p50 < 0.001ms")
+    assert table[5].split()[-1] == "pass"
+    assert "1 of 3 thresholds failed (exit code 3)" in stderr
+    assert "Shutting down (exit code 3)" in stderr
+    # A loopback echo takes well under 10 ms: its median keeps its decimals everywhere.
+    with open(tmp_path / "run_stats.csv") as f:
+        echo = next(row for row in csv.DictReader(f) if row["Name"] == "echo")
+    assert 0 < float(echo["Median Response Time"]) < 10 and "." in echo["Median Response Time"]
+    assert "." in echo["50%"]
+    assert (tmp_path / "run_websocket.csv").exists() and (tmp_path / "run_websocket_errors.csv").exists()
+
+
+def test_thresholds_are_the_verdict_a_run_with_acceptable_failures_passes(tmp_path):
+    # A third of the upgrades are refused: Locust alone would exit 1.
+    with run_server_process("--refuse-fraction", "0.3") as server:
+        run = LocustProcess(
+            tmp_path, "run", "--headless", "-u", "10", "-r", "10", "-t", "4s", "--host", server.url,
+            "--ws-message-interval", "50", "--ws-thresholds", "echo.p50<1s, error_rate<20%",
+        )  # fmt: skip
+        code = run.wait()
+    stderr = run.stderr
+    assert code == 0, stderr[-3000:]
+    assert "all 2 thresholds passed" in stderr
+    assert "upgrade rejected: HTTP 503" in stderr  # the results block names the error category
+
+
+def test_a_malformed_threshold_stops_the_run_at_start_with_one_line(tmp_path):
+    run = LocustProcess(
+        tmp_path, "run", "--headless", "-u", "1", "-t", "5s", "--host", "ws://127.0.0.1:1/ws",
+        "--ws-thresholds", "echo.p95<100ms, echo.p95 100ms",
+    )  # fmt: skip
+    assert run.wait() == 2
+    errors = [line for line in run.stderr.splitlines() if line.startswith("wslocust:")]
+    assert errors == [
+        (
+            "wslocust: WS_THRESHOLDS / --ws-thresholds: 'echo.p95 100ms' is not METRIC<VALUE "
+            "(operators <, <=, >, >=; e.g. 'echo.p95<100ms', 'error_rate<0.1%')"
+        )
+    ]
+    assert "Traceback" not in run.stderr
+
+
+def test_a_breached_threshold_aborts_the_run_early(tmp_path):
+    with run_server_process() as server:
+        started = time.monotonic()
+        run = LocustProcess(
+            tmp_path, "run", "--headless", "-u", "5", "-r", "5", "-t", "60s", "--host", server.url,
+            "--ws-message-interval", "50", "--ws-thresholds", "echo.p50<0.001ms", "--ws-thresholds-abort",
+        )  # fmt: skip
+        code = run.wait(60)
+        elapsed = time.monotonic() - started
+    assert code == 3, run.stderr[-3000:]
+    assert "threshold echo.p50 < 0.001ms breached" in run.stderr
+    assert elapsed < 30

@@ -1,0 +1,131 @@
+"""
+Every locustfile in distributed mode: a master and two worker processes
+(``WORKERS=2``), in compressed time, each run against its own reference
+server; the master's totals are the server's.
+
+Single-process runs of the same locustfiles are in test_scenario_runs.py;
+master and workers on separate (simulated) hosts in test_k8s.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+from helpers import REPO_ROOT, free_port, run_server_process
+
+pytestmark = pytest.mark.slow
+
+LOCUST = [sys.executable, "-m", "locust"]
+
+SUITE_ENVIRONMENT = (
+    "WS_SERVER_URL", "WORKERS", "TARGET_CONNECTIONS", "RAMP_UP_TIME", "TEST_DURATION", "MESSAGE_INTERVAL",
+    "WS_PROFILE", "WS_TIME_SCALE", "LOCUST_PROCESSES", "WS_SOURCE_ADDRESSES",
+)  # fmt: skip
+
+RUNS = {
+    # locustfile: options that make it short (shapes end by themselves; -t bounds the others)
+    "echo.py": ["-u", "10", "-r", "10", "-t", "2s", "--ws-message-interval", "200"],
+    "ten_k.py": ["--ws-time-scale", "0.01", "--ws-target-connections", "20"],
+    "ramp_up.py": ["--ws-time-scale", "0.05", "--ws-target-connections", "20"],
+    "spike.py": ["--ws-time-scale", "0.2", "--ws-target-connections", "20"],
+    "wave.py": ["--ws-time-scale", "0.5", "--ws-target-connections", "10"],
+    "sustained.py": ["--ws-time-scale", "0.05", "--ws-target-connections", "10", "--ws-message-interval", "100"],
+    "churn.py": ["--ws-time-scale", "0.1", "--ws-target-connections", "20"],
+    "flash_sale.py": ["--ws-time-scale", "0.005", "--ws-target-connections", "10", "--ws-message-interval", "1000"],
+    "live_event.py": ["--ws-time-scale", "0.0002", "--ws-target-connections", "10"],
+    "iot_network.py": ["--ws-time-scale", "0.00002", "--ws-target-connections", "10", "--ws-message-interval", "300000"],
+}
+EMBEDDED = {"error_recovery.py": ["--ws-time-scale", "0.1", "--ws-target-connections", "20"]}
+"""Run without a target: the shape stops and restarts the embedded server in the master."""
+
+
+def test_every_locustfile_has_a_distributed_run_here():
+    assert set(RUNS) | set(EMBEDDED) == {path.name for path in (REPO_ROOT / "locustfiles").glob("*.py")}
+
+
+@dataclass
+class Result:
+    process: subprocess.CompletedProcess
+    server: dict
+
+    @property
+    def stats(self) -> dict[str, dict]:
+        # Each forked worker prints its own (empty) --json list too: take the master's.
+        decoder, text, index, documents = json.JSONDecoder(), self.process.stdout, 0, []
+        while index < len(text):
+            if text[index].isspace():
+                index += 1
+                continue
+            document, index = decoder.raw_decode(text, index)
+            documents.append(document)
+        [entries] = [document for document in documents if document] or [[]]
+        return {entry["name"]: entry for entry in entries}
+
+
+def _locust(locustfile: str, options: list[str], host: str | None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k not in SUITE_ENVIRONMENT}
+    environment["WORKERS"] = "2"
+    port = str(free_port())
+    return subprocess.run(
+        [*LOCUST, "-f", f"locustfiles/{locustfile}", "--headless", "--json", "--master-bind-port", port,
+         "--master-port", port, *(["--host", host] if host else []), *options],
+        cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _run_against_own_server(locustfile: str) -> Result:
+    with run_server_process() as server:
+        process = _locust(locustfile, RUNS[locustfile], server.url)
+        return Result(process, server.stats())
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, Result]:
+    # A few at a time: each is three processes plus a server, on a machine of two cores.
+    with ThreadPoolExecutor(4) as pool:
+        futures = {name: pool.submit(_run_against_own_server, name) for name in RUNS}
+        results = {name: future.result() for name, future in futures.items()}
+    for name, options in EMBEDDED.items():
+        results[name] = Result(_locust(name, options, None), {})
+    return results
+
+
+def _workers_connected(stderr: str) -> int:
+    counts = [int(match) for match in re.findall(r"reported as ready\. (\d+) workers connected", stderr)]
+    return max(counts, default=0)
+
+
+@pytest.mark.parametrize("locustfile", sorted(RUNS))
+def test_a_locustfile_runs_on_two_workers_and_the_totals_are_the_servers(runs, locustfile):
+    result = runs[locustfile]
+    stderr = result.process.stderr
+    assert result.process.returncode == 0, stderr[-4000:]
+    assert _workers_connected(stderr) == 2, stderr[-4000:]
+    assert "Traceback" not in stderr
+    stats, server = result.stats, result.server
+    assert stats["connect"]["num_failures"] == 0
+    reconnect = stats.get("reconnect", {"num_requests": 0, "num_failures": 0})  # churn.py's
+    connects = stats["connect"]["num_requests"] + reconnect["num_requests"] - reconnect["num_failures"]
+    assert connects == server["connections_accepted"] > 0
+    assert 0 < stats["echo"]["num_requests"] == server["messages_received"] == server["messages_sent"]
+    assert f", {server['messages_received']} messages sent, " in stderr  # the WebSocket summary line
+
+
+def test_error_recovery_runs_on_two_workers_and_every_connection_comes_back(runs):
+    result = runs["error_recovery.py"]
+    stderr = result.process.stderr
+    assert result.process.returncode == 1, stderr[-4000:]  # the fault's disconnects are failures
+    assert _workers_connected(stderr) == 2
+    # The shape's own timing needs fresher counters than 3-second worker reports at this time
+    # scale; the connections themselves all came back, on both workers.
+    assert re.search(r"WebSocket summary: 40 connects \(\d+ failed, 20 reconnects, 20 disconnects\)", stderr), (
+        stderr[-4000:]
+    )
+

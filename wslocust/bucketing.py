@@ -1,0 +1,184 @@
+"""
+Sub-millisecond response times in Locust's statistics.
+
+Locust keeps each request's response time in a histogram whose keys
+:func:`locust.stats.bucket_response_time` rounds, and below 100 ms it rounds
+to whole milliseconds. A WebSocket echo on a LAN or on loopback takes a few
+hundred microseconds, so its median comes out as 0 or 1 and every percentile
+below 10 ms has one significant digit at best.
+
+:func:`install` replaces that function (Locust documents it as replaceable)
+with one that keeps two significant digits below 10 ms (0.37, 0.052, 4.1)
+and rounds exactly as Locust does from 10 ms up, so the histogram sent from
+the workers grows by at most 90 keys per decade below 10 ms. It also makes
+the places that print these numbers as integers show the decimals: the
+console tables (``%d`` there), the CSV percentiles (``int()``) and the min and
+max of the web UI's table (rounded to whole milliseconds). Figures of 10 ms
+and more print exactly as before.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import locust.stats
+from locust import events
+from locust.stats import StatsCSV, StatsEntry
+
+__all__ = ["bucket_response_time", "format_ms", "install", "installed", "uninstall"]
+
+_FINE_BELOW_MS = 10.0
+"""Below this, keep two significant digits; from here up, Locust's own bucketing applies."""
+_SMALLEST_MS = 0.001
+"""One microsecond: the finest bucket."""
+
+_original_bucket = locust.stats.bucket_response_time
+_original_to_dict = StatsEntry.to_dict
+_originals = {
+    (StatsEntry, "to_string"): StatsEntry.to_string,
+    (StatsEntry, "percentile"): StatsEntry.percentile,
+    (StatsEntry, "to_dict"): StatsEntry.to_dict,
+    (StatsCSV, "_percentile_fields"): StatsCSV._percentile_fields,
+}
+_installed = False
+
+
+def bucket_response_time(response_time: float) -> int | float:
+    """
+    Round ``response_time`` (ms) to a histogram key with two significant digits.
+
+    0.3712 becomes 0.37, 0.05234 becomes 0.052, 4.16 becomes 4.2; from 10 ms up
+    the result is Locust's (an ``int``: 47, 150, 3400). Keys are exact decimal
+    roundings, so the same value always lands in the same key, on any worker.
+    """
+    if response_time >= _FINE_BELOW_MS:
+        return _original_bucket(response_time)
+    if response_time <= 0:
+        return 0
+    if response_time < _SMALLEST_MS:
+        return _SMALLEST_MS
+    digits = 1 - math.floor(math.log10(response_time))
+    return round(response_time, min(digits, 3))
+
+
+def format_ms(value: float | None) -> str:
+    """
+    A response time as the console shows it: whole milliseconds from 10 ms up
+    (as Locust prints them), two significant digits below (``0.37``, ``4.2``).
+    """
+    if not value:
+        return "0"
+    if value >= _FINE_BELOW_MS:
+        return f"{value:.0f}"
+    digits = min(3, max(1, 1 - math.floor(math.log10(value))))
+    return f"{value:.{digits}f}"
+
+
+def _display_ms(value: float | None) -> float | int:
+    """A response time as a number for JSON and CSV: ints from 10 ms up, else 3 decimals at most."""
+    if not value:
+        return 0
+    if value >= _FINE_BELOW_MS:
+        return round(value)
+    return round(value, 3)
+
+
+# Replacements of Locust's printing ------------------------------------------------
+
+
+def _to_string(self: StatsEntry, current: bool = True) -> str:
+    # StatsEntry.to_string with the four response-time columns formatted by
+    # format_ms instead of "%7d"; the layout is Locust's, column for column.
+    if current:
+        rps = self.current_rps
+        fail_per_sec = self.current_fail_per_sec
+    else:
+        rps = self.total_rps
+        fail_per_sec = self.total_fail_per_sec
+    type_width = locust.stats.STATS_TYPE_WIDTH
+    name_width = (locust.stats.STATS_NAME_WIDTH - type_width) + 4
+    return (f"%-{type_width}s %-{name_width}s %7d %12s |%7s %7s %7s%7s | %7.2f %11.2f") % (
+        ((self.method and self.method + " ") or ""),
+        self.name,
+        self.num_requests,
+        f"{self.num_failures}({self.fail_ratio * 100:.2f}%)",
+        format_ms(self.avg_response_time),
+        format_ms(self.min_response_time),
+        format_ms(self.max_response_time),
+        format_ms(self.median_response_time),
+        rps or 0,
+        fail_per_sec or 0,
+    )
+
+
+def _percentile(self: StatsEntry) -> str:
+    # StatsEntry.percentile (the "Response time percentiles" table) with "%6s".
+    if not self.num_requests:
+        raise ValueError("Can't calculate percentile on url with no successful requests")
+    percentiles = locust.stats.PERCENTILES_TO_REPORT
+    template = f"%-{locust.stats.STATS_TYPE_WIDTH}s %-{locust.stats.STATS_NAME_WIDTH}s %8s " + " ".join(
+        ["%6s"] * len(percentiles)
+    )
+    return template % (
+        self.method or "",
+        self.name,
+        *(format_ms(self.get_response_time_percentile(p)) for p in percentiles),
+        self.num_requests,
+    )
+
+
+def _to_dict(self: StatsEntry, escape_string_values: bool = False) -> dict[str, Any]:
+    # The web UI's table: Locust rounds min and max to whole milliseconds.
+    data = _original_to_dict(self, escape_string_values)
+    data["min_response_time"] = _display_ms(self.min_response_time)
+    data["max_response_time"] = _display_ms(self.max_response_time)
+    return data
+
+
+def _percentile_fields(self: StatsCSV, stats_entry: StatsEntry, use_current: bool = False) -> list[Any]:
+    # StatsCSV._percentile_fields without the int() that turns 0.37 into 0.
+    if not stats_entry.num_requests:
+        return self.percentiles_na
+    if use_current and stats_entry.use_response_times_cache:
+        values = [stats_entry.get_current_response_time_percentile(p) for p in self.percentiles_to_report]
+    else:
+        values = [stats_entry.get_response_time_percentile(p) for p in self.percentiles_to_report]
+    return [_display_ms(value) for value in values]
+
+
+def install() -> None:
+    """
+    Install the finer bucketing and the printing that shows it, in this
+    process. Idempotent. Every process of a run must do it before its first
+    request (wslocust does it on Locust's ``init`` event): a worker's
+    histogram keys are made where requests are logged, and the master prints.
+    """
+    global _installed
+    if _installed:
+        return
+    locust.stats.bucket_response_time = bucket_response_time  # type: ignore[assignment]
+    StatsEntry.to_string = _to_string  # type: ignore[method-assign]
+    StatsEntry.percentile = _percentile  # type: ignore[method-assign]
+    StatsEntry.to_dict = _to_dict  # type: ignore[method-assign]
+    StatsCSV._percentile_fields = _percentile_fields  # type: ignore[method-assign]
+    _installed = True
+
+
+def uninstall() -> None:
+    """Put Locust's own bucketing and printing back (for tests)."""
+    global _installed
+    locust.stats.bucket_response_time = _original_bucket
+    for (cls, name), original in _originals.items():
+        setattr(cls, name, original)
+    _installed = False
+
+
+def installed() -> bool:
+    """True once :func:`install` ran in this process."""
+    return _installed
+
+
+@events.init.add_listener
+def _on_init(**_: Any) -> None:
+    install()

@@ -1,0 +1,359 @@
+"""
+The WebSocket figures in Locust's text outputs: two lines under each
+periodic statistics table of a headless run, a results block at the end of
+every run, and, with ``--csv PREFIX``, three more CSV files beside Locust's:
+
+``PREFIX_websocket.csv``
+    one row for the run (``All``) and one per worker: every counter, rate,
+    round-trip percentile and system figure (the columns of
+    :data:`ROW_COLUMNS`), rewritten each second like ``PREFIX_stats.csv``;
+``PREFIX_websocket_history.csv``
+    the ``All`` row once a second, with a timestamp, appended;
+``PREFIX_websocket_errors.csv``
+    errors by category.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import gevent
+import locust.stats
+from locust import events
+from locust.runners import WorkerRunner
+
+from . import live
+from .bucketing import format_ms
+from .live import RATES, TOTALS
+
+__all__ = [
+    "ROW_COLUMNS",
+    "console_lines",
+    "format_bytes",
+    "format_count",
+    "node_rows",
+    "nodes_csv",
+    "summary_lines",
+]
+
+console = logging.getLogger("locust.stats_logger")
+"""Locust's plain console logger (no timestamps), the one its tables go to."""
+logger = logging.getLogger("wslocust")
+
+ROW_COLUMNS = (
+    "node",
+    "status",
+    "host",
+    "pid",
+    "users",
+    "open",
+    "connecting",
+    "reconnecting",
+    "failed",
+    *TOTALS,
+    "errors",
+    *(f"{name}_per_s" for name in (*RATES, "errors")),
+    "round_trip_p50_ms",
+    "round_trip_p95_ms",
+    "round_trip_p99_ms",
+    "round_trip_avg_ms",
+    "cpu_percent",
+    "peak_cpu_percent",
+    "cpu_percent_per_1k_open",
+    "rss_bytes",
+    "open_files",
+    "saturated",
+    "saturated_seconds",
+)
+"""Columns of ``PREFIX_websocket.csv`` and keys of :func:`node_rows`."""
+
+
+def _row(view: dict[str, Any], node: str, status: str, round_trip: dict[str, Any] | None) -> dict[str, Any]:
+    system = view.get("system") or {}
+    row: dict[str, Any] = {
+        "node": node,
+        "status": status,
+        "host": view.get("host", ""),
+        "pid": view.get("pid", ""),
+        "users": view.get("users", 0),
+        **{name: view["connections"][name] for name in ("open", "connecting", "reconnecting", "failed")},
+        **view["totals"],
+        **{f"{name}_per_s": value for name, value in view["rates"].items()},
+        "round_trip_p50_ms": (round_trip or {}).get("p50"),
+        "round_trip_p95_ms": (round_trip or {}).get("p95"),
+        "round_trip_p99_ms": (round_trip or {}).get("p99"),
+        "round_trip_avg_ms": (round_trip or {}).get("avg"),
+        "cpu_percent": system.get("cpu"),
+        "peak_cpu_percent": system.get("peak_cpu"),
+        "cpu_percent_per_1k_open": system.get("cpu_per_1k"),
+        "rss_bytes": system.get("rss"),
+        "open_files": system.get("fds"),
+        "saturated": bool(view.get("saturated")),
+        "saturated_seconds": system.get("saturated_seconds", 0),
+    }
+    return {column: ("" if row.get(column) is None else row.get(column)) for column in ROW_COLUMNS}
+
+
+def node_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """
+    The run (``All``) and, in a distributed run, each worker, as flat rows
+    with the keys of :data:`ROW_COLUMNS`. Missing figures are ``""``.
+    """
+    aggregate = snapshot["aggregate"]
+    workers = snapshot["workers"]
+    systems = [view["system"] for view in workers if view["system"]]
+    distributed = snapshot["mode"] == "master"
+    alive = [view for view in workers if view["state"] not in ("gone", "missing")]
+    totals_view = {
+        "users": aggregate["users"],
+        "connections": aggregate["connections"],
+        "totals": aggregate["totals"],
+        "rates": aggregate["rates"],
+        "saturated": aggregate["saturated"],
+        "host": ", ".join(sorted({view["host"] for view in alive if view["host"]})) if distributed else "",
+        "pid": "" if distributed else (workers[0]["pid"] if workers else ""),
+        "system": {
+            **aggregate["system"],
+            "peak_cpu": max((s["peak_cpu"] for s in systems), default=None),
+            "fds": sum(s["fds"] for s in systems) if systems else None,
+            "saturated_seconds": round(sum(s["saturated_seconds"] for s in systems), 1),
+        },
+    }
+    state = snapshot["state"]
+    name = f"All ({len(workers)} workers)" if distributed else "All"
+    rows = [_row(totals_view, name, "SATURATED" if aggregate["saturated"] else state, aggregate["round_trip"])]
+    if distributed:
+        for view in workers:
+            status = "SATURATED" if view["saturated"] and view["state"] != "gone" else view["state"]
+            rows.append(_row(view, view["name"], status, view["round_trip"]))
+    return rows
+
+
+def nodes_csv(snapshot: dict[str, Any]) -> str:
+    """:func:`node_rows` as CSV text with a header line."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, ROW_COLUMNS)
+    writer.writeheader()
+    writer.writerows(node_rows(snapshot))
+    return out.getvalue()
+
+
+# Formatting --------------------------------------------------------------------
+
+
+def format_count(value: float) -> str:
+    """1234 -> ``1,234``; rates keep one decimal below 10 (``2.5``)."""
+    if value and abs(value) < 10 and value != int(value):
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def format_bytes(value: float | None, per_second: bool = False) -> str:
+    """Bytes in B, KB, MB or GB (powers of 1000)."""
+    suffix = "/s" if per_second else ""
+    if value is None:
+        return "-"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}{suffix}"
+    return f"{value:.0f} B{suffix}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{format_ms(value)} ms"
+
+
+def _round_trip(round_trip: dict[str, Any] | None) -> str:
+    if not round_trip or round_trip.get("p50") is None:
+        return "round trip: no replies yet"
+    return f"round trip p50 {_ms(round_trip['p50'])}, p95 {_ms(round_trip['p95'])}, p99 {_ms(round_trip['p99'])}"
+
+
+def console_lines(snapshot: dict[str, Any]) -> list[str]:
+    """The lines printed under each periodic table of a headless run."""
+    aggregate = snapshot["aggregate"]
+    c = aggregate["connections"]
+    r = aggregate["rates"]
+    system = aggregate["system"]
+    workers = [view for view in snapshot["workers"] if view["state"] not in ("gone", "missing")]
+    cpus = [view["system"]["cpu"] for view in workers if view["system"]]
+    cpu = " + ".join(f"{value:.0f} %" for value in cpus) if cpus else "-"
+    per_1k = f", {system['cpu_per_1k']:.1f} % per 1K open" if system["cpu_per_1k"] is not None else ""
+    net = ", ".join(
+        f"{host['host']} net {format_bytes(host['net_in'], True)} in, {format_bytes(host['net_out'], True)} out"
+        for host in snapshot["hosts"]
+    )
+    lines = [
+        (
+            f"WebSocket  {c['open']:,} open, {c['connecting']:,} connecting, {c['reconnecting']:,} reconnecting, "
+            f"{c['failed']:,} failed, {c['closed']:,} closed | messages {format_count(r['messages_sent'])}/s out, "
+            f"{format_count(r['messages_received'])}/s in ({format_count(r['unsolicited_received'])}/s pushed) | "
+            f"payload {format_bytes(r['bytes_sent'], True)} out, {format_bytes(r['bytes_received'], True)} in | "
+            f"errors {format_count(r['errors'])}/s, {aggregate['totals']['errors']:,} in all"
+        ),
+        (
+            f"WebSocket  {_round_trip(aggregate['round_trip'])} | CPU {cpu}{per_1k}, "
+            f"memory {format_bytes(system['rss'])} | {net}"
+        ),
+    ]
+    for view in workers:
+        if view["saturated"]:
+            lines.append(
+                f"WebSocket  SATURATED: {view['name']} ({view['host']}, pid {view['pid']}) at "
+                f"{view['system']['cpu']:.0f} % CPU: its latency figures are not trustworthy"
+            )
+    return lines
+
+
+def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dict[str, Any] | None) -> list[str]:
+    """The WebSocket results block printed at the end of a run."""
+    aggregate = snapshot["aggregate"]
+    t = aggregate["totals"]
+    lines = [
+        "WebSocket results",
+        (
+            f"  connections  peak {run['peak_open']:,} open; {t['connects_succeeded']:,} connects "
+            f"({t['connects_failed']:,} failed attempts, {t['reconnects']:,} reconnects), "
+            f"{t['disconnects']:,} lost, {t['closed']:,} closed, {aggregate['connections']['failed']:,} users gave up"
+        ),
+        f"  messages     {t['messages_sent']:,} sent, {t['messages_received']:,} received "
+        f"({t['unsolicited_received']:,} pushed); {format_bytes(t['bytes_sent'])} out, "
+        f"{format_bytes(t['bytes_received'])} in"
+        + (f"; {run['msg_rate']:,.0f} received/s at full connections" if run["msg_rate"] is not None else ""),
+        f"  latency      {_round_trip(round_trip)} (whole run)",
+    ]
+    generator = []
+    if run["cpu_per_1k"] is not None:
+        generator.append(f"{run['cpu_per_1k']:.1f} % CPU per 1K open connections")
+    if run["mem_per_10k"] is not None:
+        generator.append(f"{format_bytes(run['mem_per_10k'])} per 10K connections")
+    if run["cpu_max"] is not None:
+        generator.append(f"peak CPU {run['cpu_max']:.0f} % of one core")
+    if generator:
+        lines.append(f"  generator    {', '.join(generator)} (at up to {run['peak_open']:,} open connections)")
+    errors = aggregate["errors"]
+    if errors:
+        by_category = ", ".join(
+            f"{count:,} {live.category_label(category)}"
+            for category, count in sorted(errors.items(), key=lambda i: -i[1])
+        )
+        lines.append(
+            f"  errors       {sum(errors.values()):,}: {by_category} (error rate {aggregate['error_rate']:.3%})"
+        )
+    else:
+        lines.append("  errors       none")
+    if snapshot["mode"] == "master":
+        for view in snapshot["workers"]:
+            system = view["system"] or {}
+            w = view["totals"]
+            lines.append(
+                f"  {view['name']:<12} {view['host']} pid {view['pid']}: {w['connects_succeeded']:,} connects, "
+                f"{w['messages_sent']:,} sent, {w['messages_received']:,} received, {w['errors']:,} errors, "
+                f"peak CPU {system.get('peak_cpu', 0):.0f} %"
+            )
+    return lines
+
+
+def saturation_warnings(snapshot: dict[str, Any]) -> list[str]:
+    """One line per generator process that was saturated at some point of the run."""
+    return [
+        f"{view['name']} ({view['host']}, pid {view['pid']}) ran at >= 90 % CPU for "
+        f"{view['system']['saturated_seconds']:.0f} s (peak {view['system']['peak_cpu']:.0f} %): "
+        "its latency figures are not trustworthy; run more worker processes"
+        for view in snapshot["workers"]
+        if view["system"] and view["system"]["saturated_seconds"] > 0
+    ]
+
+
+# Wiring ------------------------------------------------------------------------
+
+_original_print_stats = locust.stats.print_stats
+
+
+def _print_stats_with_websocket(stats: Any, current: bool = True) -> None:
+    _original_print_stats(stats, current)
+    environment = live.current_environment()
+    if current and environment is not None and environment.runner is not None and environment.runner.stats is stats:
+        for line in console_lines(live.get(environment).snapshot()):
+            console.info(line)
+        console.info("")
+
+
+class _CsvFiles:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.history: IO[str] = open(f"{prefix}_websocket_history.csv", "w", newline="")  # noqa: SIM115  closed at quit
+        self.history_writer = csv.DictWriter(self.history, ("timestamp", *ROW_COLUMNS))
+        self.history_writer.writeheader()
+
+    def write(self, snapshot: dict[str, Any]) -> None:
+        rows = node_rows(snapshot)
+        _rewrite(f"{self.prefix}_websocket.csv", lambda f: f.write(nodes_csv(snapshot)))
+        errors = snapshot["aggregate"]["errors"]
+
+        def write_errors(f: IO[str]) -> None:
+            writer = csv.writer(f)
+            writer.writerow(("category", "error", "count"))
+            for category, count in sorted(errors.items(), key=lambda item: -item[1]):
+                writer.writerow((category, live.category_label(category), count))
+
+        _rewrite(f"{self.prefix}_websocket_errors.csv", write_errors)
+        self.history_writer.writerow({"timestamp": int(time.time()), **rows[0]})
+        self.history.flush()
+
+    def close(self) -> None:
+        self.history.close()
+
+
+def _rewrite(path: str, write: Callable[[IO[str]], Any]) -> None:
+    with open(path, "w", newline="") as f:
+        write(f)
+
+
+_csv: list[_CsvFiles] = []
+_writer: list[gevent.Greenlet] = []
+
+
+def _write_csv_forever(files: _CsvFiles, environment: Any) -> None:
+    while True:
+        gevent.sleep(locust.stats.CSV_STATS_INTERVAL_SEC)
+        files.write(live.get(environment).snapshot())
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    locust.stats.print_stats = _print_stats_with_websocket
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if prefix:
+        files = _CsvFiles(prefix)
+        _csv[:] = [files]
+        _writer[:] = [gevent.spawn(_write_csv_forever, files, environment)]
+
+
+@events.quit.add_listener
+def _on_quit(**_: Any) -> None:
+    environment = live.current_environment()
+    if environment is None or isinstance(environment.runner, WorkerRunner) or environment.runner is None:
+        return
+    state = live.get(environment)
+    snapshot = state.snapshot()
+    _, round_trip = live.latency(environment.runner.stats, window=False)
+    for line in summary_lines(snapshot, state.run_summary(), round_trip):
+        console.info(line)
+    console.info("")
+    for warning in saturation_warnings(snapshot):
+        logger.warning(warning)
+    for greenlet in _writer:
+        greenlet.kill(block=False)
+    for files in _csv:
+        files.write(snapshot)
+        files.close()
+    _writer.clear()
+    _csv.clear()

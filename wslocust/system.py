@@ -1,0 +1,131 @@
+"""
+What the load generator's own machine is doing: CPU, memory and network of
+this process and of its host, sampled with psutil once a second.
+
+A generator whose CPU stays pinned measures its own queueing, not the
+server's latency: :class:`SystemSampler` flags a process as *saturated* once
+its CPU has stayed at or above :data:`SATURATION_CPU_PERCENT` for
+:data:`SATURATION_SECONDS` in a row, and counts how long it stayed so.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psutil
+
+__all__ = [
+    "SAMPLE_INTERVAL",
+    "SATURATION_CPU_PERCENT",
+    "SATURATION_SECONDS",
+    "SystemSample",
+    "SystemSampler",
+]
+
+SATURATION_CPU_PERCENT = 90.0
+"""CPU % of one generator process (100 = one core) above which its latency is suspect."""
+SATURATION_SECONDS = 5.0
+"""How long the CPU must stay above the threshold before the process counts as saturated."""
+SAMPLE_INTERVAL = 1.0
+"""Seconds between samples."""
+
+
+@dataclass
+class SystemSample:
+    """One reading of a generator process and its host. Sent to the master in each worker report."""
+
+    host: str = ""
+    """The host name, which groups processes of one machine."""
+    pid: int = 0
+    cpu: float = 0.0
+    """CPU % of this process over the last interval (100 = one core busy)."""
+    rss: int = 0
+    """Resident memory of this process, bytes."""
+    fds: int = 0
+    """Open file descriptors of this process (one per connection, plus a few)."""
+    host_cpu: float = 0.0
+    """CPU % of the whole host, averaged over its cores (100 = every core busy)."""
+    host_cores: int = 0
+    host_memory: float = 0.0
+    """Memory in use on the host, %."""
+    net_in: float = 0.0
+    """Bytes per second received by the host, all interfaces (loopback included)."""
+    net_out: float = 0.0
+    """Bytes per second sent by the host, all interfaces (loopback included)."""
+    saturated: bool = False
+    """CPU has been >= SATURATION_CPU_PERCENT for at least SATURATION_SECONDS, up to now."""
+    saturated_seconds: float = 0.0
+    """Total time spent saturated since the process started."""
+    peak_cpu: float = 0.0
+    """Highest ``cpu`` sampled since the process started."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SystemSample:
+        """Build from :meth:`as_dict`; unknown keys (a newer worker) are ignored."""
+        known = cls.__dataclass_fields__
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+class SystemSampler:
+    """
+    Takes :class:`SystemSample` readings of this process; call :meth:`sample`
+    about once a second (``wslocust.live`` runs it in a greenlet).
+    """
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # the first call only starts the measurement
+        psutil.cpu_percent(None)
+        self._last_time = clock()
+        self._last_net = _net_counters()
+        self._hot_since: float | None = None
+        self.latest = SystemSample(host=socket.gethostname(), pid=os.getpid(), host_cores=psutil.cpu_count() or 1)
+
+    def sample(self) -> SystemSample:
+        """Take a reading now and return it (also kept as :attr:`latest`)."""
+        now = self._clock()
+        elapsed = max(now - self._last_time, 1e-6)
+        net = _net_counters()
+        sample = self.latest
+        sample.cpu = self._process.cpu_percent(None)
+        try:
+            sample.rss = self._process.memory_info().rss
+            sample.fds = self._process.num_fds()
+        except (psutil.Error, AttributeError):  # pragma: no cover - num_fds is POSIX only
+            pass
+        sample.host_cpu = psutil.cpu_percent(None)
+        sample.host_memory = psutil.virtual_memory().percent
+        sample.net_in = max(0.0, (net[1] - self._last_net[1]) / elapsed)
+        sample.net_out = max(0.0, (net[0] - self._last_net[0]) / elapsed)
+        sample.peak_cpu = max(sample.peak_cpu, sample.cpu)
+        self._track_saturation(sample, now, elapsed)
+        self._last_time, self._last_net = now, net
+        return sample
+
+    def _track_saturation(self, sample: SystemSample, now: float, elapsed: float) -> None:
+        if sample.cpu < SATURATION_CPU_PERCENT:
+            self._hot_since = None
+            sample.saturated = False
+            return
+        if self._hot_since is None:
+            self._hot_since = now - elapsed
+        hot_for = now - self._hot_since
+        if hot_for >= SATURATION_SECONDS:
+            # The streak counts from its start once it qualifies, then each interval.
+            sample.saturated_seconds += hot_for if not sample.saturated else elapsed
+            sample.saturated = True
+
+
+def _net_counters() -> tuple[int, int]:
+    counters = psutil.net_io_counters()
+    if counters is None:  # pragma: no cover - no network interface at all
+        return (0, 0)
+    return (counters.bytes_sent, counters.bytes_recv)

@@ -1,0 +1,301 @@
+"""
+The WebSocket figures in Locust's web UI, on the web UI's own port:
+
+* three extra tabs, **WebSocket** (connections, messages, latency and CPU of
+  the run and of each worker), **WebSocket system** (CPU, memory, open files
+  and network of each worker process and its host) and **WebSocket errors**
+  (errors by category), through the ``extended_tabs`` / ``extended_tables``
+  template arguments and the ``extended_stats`` of ``/stats/requests`` that
+  Locust's UI polls;
+* ``GET /ws/stats``: the same data as JSON (:meth:`wslocust.live.Live.snapshot`);
+* ``GET /ws/stats/csv``: the per-node table as CSV (also on the Download Data tab);
+* ``GET /ws/metrics``: Prometheus text format, for Grafana and friends.
+
+Nothing here runs on workers or in headless runs (no web UI there).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from locust import events
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from . import live, reports, thresholds
+from .live import GAUGES, TOTALS, Live
+
+__all__ = ["TABLES", "TABS", "prometheus_text", "tab_rows"]
+
+TABS = [
+    {"title": "WebSocket", "key": "websocket"},
+    {"title": "WebSocket system", "key": "websocket-system"},
+    {"title": "WebSocket errors", "key": "websocket-errors"},
+]
+"""The extra tabs, in Locust's ``extended_tabs`` format."""
+
+
+def _columns(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"key": key, "title": title} for key, title in pairs]
+
+
+TABLES = [
+    {
+        "key": "websocket",
+        "structure": _columns(
+            ("node", "Node"),
+            ("status", "Status"),
+            ("users", "Users"),
+            ("open", "Open"),
+            ("connecting", "Connecting"),
+            ("reconnecting", "Reconnecting"),
+            ("failed", "Failed"),
+            ("closed", "Closed"),
+            ("sent_per_s", "Sent/s"),
+            ("received_per_s", "Received/s"),
+            ("sent", "Sent"),
+            ("received", "Received"),
+            ("errors", "Errors"),
+            ("rtt_p50", "Round trip p50 (ms)"),
+            ("rtt_p95", "p95 (ms)"),
+            ("rtt_p99", "p99 (ms)"),
+            ("cpu", "CPU %"),
+        ),
+    },
+    {
+        "key": "websocket-system",
+        "structure": _columns(
+            ("node", "Node"),
+            ("host", "Host"),
+            ("pid", "PID"),
+            ("cpu", "CPU %"),
+            ("peak_cpu", "Peak CPU %"),
+            ("cpu_per_1k", "CPU % per 1K open"),
+            ("rss_mb", "Memory (MB)"),
+            ("fds", "Open files"),
+            ("saturated_s", "Saturated (s)"),
+            ("kb_out", "Payload out (KB/s)"),
+            ("kb_in", "Payload in (KB/s)"),
+            ("host_cpu", "Host CPU %"),
+            ("net_in", "Host net in (MB/s)"),
+            ("net_out", "Host net out (MB/s)"),
+        ),
+    },
+    {
+        "key": "websocket-errors",
+        "structure": _columns(
+            ("error", "Error"), ("category", "Category"), ("count", "Count"), ("share", "% of errors")
+        ),
+    },
+]
+"""Their tables, in Locust's ``extended_tables`` format."""
+
+
+def tab_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """Locust's ``extended_stats``: the rows of each tab, from a snapshot."""
+    nodes = reports.node_rows(snapshot)
+    hosts = {host["host"]: host for host in snapshot["hosts"]}
+    main, system = [], []
+    for row in nodes:
+        main.append(
+            {
+                "node": row["node"],
+                "status": row["status"],
+                "users": row["users"],
+                "open": row["open"],
+                "connecting": row["connecting"],
+                "reconnecting": row["reconnecting"],
+                "failed": row["failed"],
+                "closed": row["closed"],
+                "sent_per_s": _rate(row["messages_sent_per_s"]),
+                "received_per_s": _rate(row["messages_received_per_s"]),
+                "sent": row["messages_sent"],
+                "received": row["messages_received"],
+                "errors": row["errors"],
+                "rtt_p50": row["round_trip_p50_ms"],
+                "rtt_p95": row["round_trip_p95_ms"],
+                "rtt_p99": row["round_trip_p99_ms"],
+                "cpu": row["cpu_percent"],
+            }
+        )
+        host = hosts.get(row["host"], {})
+        system.append(
+            {
+                "node": row["node"],
+                "host": row["host"],
+                "pid": row["pid"] or "",
+                "cpu": row["cpu_percent"],
+                "peak_cpu": row["peak_cpu_percent"],
+                "cpu_per_1k": row["cpu_percent_per_1k_open"],
+                "rss_mb": _mb(row["rss_bytes"]),
+                "fds": row["open_files"],
+                "saturated_s": row["saturated_seconds"],
+                "kb_out": round(row["bytes_sent_per_s"] / 1000, 1),
+                "kb_in": round(row["bytes_received_per_s"] / 1000, 1),
+                "host_cpu": host.get("cpu", ""),
+                "net_in": _mb(host.get("net_in"), 2),
+                "net_out": _mb(host.get("net_out"), 2),
+            }
+        )
+    errors = snapshot["aggregate"]["errors"]
+    total = sum(errors.values())
+    error_rows = [
+        {
+            "error": live.category_label(category),
+            "category": category,
+            "count": count,
+            "share": round(100 * count / total, 1) if total else 0,
+        }
+        for category, count in sorted(errors.items(), key=lambda item: -item[1])
+    ]
+    return [
+        {"key": "websocket", "data": main},
+        {"key": "websocket-system", "data": system},
+        {"key": "websocket-errors", "data": error_rows},
+    ]
+
+
+def _rate(value: float) -> float:
+    return round(value) if value >= 100 else round(value, 1)
+
+
+def _mb(value: Any, digits: int = 1) -> float | str:
+    return round(value / 1e6, digits) if isinstance(value, (int, float)) else ""
+
+
+# Prometheus ------------------------------------------------------------------
+
+
+class _Collector:
+    """Reads the live metrics at each scrape; raw totals per worker, so counters never go down."""
+
+    def __init__(self, live: Live) -> None:
+        self.live = live
+
+    def collect(self) -> Iterator[Any]:
+        live = self.live
+        snapshot = live.snapshot()
+        alive = {node.id for node in live.alive_nodes()}
+        nodes = list(live.nodes.values())
+
+        users = GaugeMetricFamily("wslocust_users", "Locust users running", labels=["worker"])
+        connections = GaugeMetricFamily(
+            "wslocust_connections", "Users whose connection is in this state now", labels=["worker", "state"]
+        )
+        totals = {
+            name: CounterMetricFamily(f"wslocust_{name}", f"WebSocket counter {name}", labels=["worker"])
+            for name in TOTALS
+        }
+        errors = CounterMetricFamily("wslocust_errors", "Failed requests by category", labels=["worker", "category"])
+        cpu = GaugeMetricFamily("wslocust_process_cpu_percent", "Generator process CPU %", labels=["worker"])
+        rss = GaugeMetricFamily("wslocust_process_resident_memory_bytes", "Generator RSS", labels=["worker"])
+        fds = GaugeMetricFamily("wslocust_process_open_fds", "Generator open files", labels=["worker"])
+        saturated = GaugeMetricFamily(
+            "wslocust_saturated", "1 when the generator's CPU stayed above 90 %", labels=["worker"]
+        )
+        for node in nodes:
+            name = node.name
+            if node.id in alive:
+                users.add_metric([name], node.users)
+                for state in GAUGES:
+                    connections.add_metric([name, state], getattr(node.counters, state))
+                if node.system is not None:
+                    cpu.add_metric([name], node.system.cpu)
+                    rss.add_metric([name], node.system.rss)
+                    fds.add_metric([name], node.system.fds)
+                    saturated.add_metric([name], 1 if node.system.saturated else 0)
+            for total_name, family in totals.items():
+                family.add_metric([name], getattr(node.counters, total_name))
+            for category, count in node.errors.items():
+                errors.add_metric([name, category], count)
+        yield from (users, connections, *totals.values(), errors, cpu, rss, fds, saturated)
+
+        host_cpu = GaugeMetricFamily("wslocust_host_cpu_percent", "Host CPU % (all cores)", labels=["host"])
+        net_in = GaugeMetricFamily("wslocust_host_network_receive_bytes_per_second", "Host receive", labels=["host"])
+        net_out = GaugeMetricFamily("wslocust_host_network_transmit_bytes_per_second", "Host send", labels=["host"])
+        for host in snapshot["hosts"]:
+            host_cpu.add_metric([host["host"]], host["cpu"])
+            net_in.add_metric([host["host"]], host["net_in"])
+            net_out.add_metric([host["host"]], host["net_out"])
+        yield from (host_cpu, net_in, net_out)
+
+        latency = GaugeMetricFamily(
+            "wslocust_latency_milliseconds",
+            "Response time percentiles over the last ~10 s (connect, echo, ping, ...)",
+            labels=["name", "quantile"],
+        )
+        requests = CounterMetricFamily("wslocust_requests", "WebSocket requests (Locust statistics)", labels=["name"])
+        failures = CounterMetricFamily("wslocust_request_failures", "Failed WebSocket requests", labels=["name"])
+        for request_name, entry in snapshot["aggregate"]["latency"].items():
+            for quantile in ("p50", "p95", "p99"):
+                if entry[quantile] is not None:
+                    latency.add_metric([request_name, f"0.{quantile[1:]}"], entry[quantile])
+            requests.add_metric([request_name], entry["requests"])
+            failures.add_metric([request_name], entry["failures"])
+        yield from (latency, requests, failures)
+
+
+def prometheus_text(live: Live) -> bytes:
+    """The live metrics in Prometheus text exposition format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(live))
+    return generate_latest(registry)
+
+
+# Wiring ----------------------------------------------------------------------
+
+
+def _install(environment: Any, web_ui: Any) -> None:
+    options = environment.parsed_options
+    blueprint = Blueprint("wslocust", __name__, url_prefix=getattr(options, "web_base_path", None) or None)
+    auth = web_ui.auth_required_if_enabled
+
+    @blueprint.route("/ws/stats")
+    @auth
+    def ws_stats() -> Response:
+        snapshot = live.get(environment).snapshot()
+        snapshot["thresholds"] = thresholds.current(environment)
+        return jsonify(snapshot)
+
+    @blueprint.route("/ws/stats/csv")
+    @auth
+    def ws_stats_csv() -> Response:
+        response = Response(reports.nodes_csv(live.get(environment).snapshot()), mimetype="text/csv")
+        response.headers["Content-Disposition"] = "attachment;filename=wslocust_websocket.csv"
+        return response
+
+    @blueprint.route("/ws/metrics")
+    @auth
+    def ws_metrics() -> Response:
+        return Response(prometheus_text(live.get(environment)), mimetype=CONTENT_TYPE_LATEST)
+
+    web_ui.app.register_blueprint(blueprint)
+
+    @web_ui.app.after_request
+    def add_tab_rows(response: Response) -> Response:
+        # Locust's UI polls /stats/requests and shows each tab's rows from its extended_stats.
+        if not request.path.endswith("/stats/requests") or response.status_code != 200:
+            return response
+        try:
+            payload = json.loads(response.get_data())
+        except ValueError:
+            return response
+        payload["extended_stats"] = tab_rows(live.get(environment).snapshot())
+        response.set_data(json.dumps(payload))
+        return response
+
+    web_ui.template_args["extended_tabs"] = TABS
+    web_ui.template_args["extended_tables"] = TABLES
+    web_ui.template_args["extended_csv_files"] = [
+        {"href": "./ws/stats/csv", "title": "Download WebSocket statistics CSV"}
+    ]
+
+
+@events.init.add_listener
+def _on_init(environment: Any, web_ui: Any = None, **_: Any) -> None:
+    if web_ui is not None:
+        _install(environment, web_ui)
