@@ -479,7 +479,7 @@ def test_config_rejects_bad_values_naming_the_field():
         ),
         (
             ["--path", "/stats"],
-            "--path: /stats is reserved (use a path other than /stats and /healthz)",
+            "--path: /stats is reserved (use a path other than /stats, /healthz and /faults)",
         ),
     ],
 )
@@ -600,3 +600,23 @@ def test_cli_reuse_port_lets_two_processes_share_a_port(connect):
         ws.send("shared")
         assert ws.recv() == "shared"
         ws.close()
+
+
+def test_post_faults_drops_every_connection_and_refuses_upgrades_for_a_while():
+    with run_server_process() as server:
+        clients = [websocket.create_connection(server.url, timeout=5) for _ in range(3)]
+        base = server.url.replace("ws://", "http://").rsplit("/", 1)[0]
+        request = urllib.request.Request(f"{base}/faults?drop=1&refuse_ms=60000", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.load(response) == {"dropped": 3, "refuse_ms": 60000.0}
+        for client in clients:
+            with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+                client.send("after the fault")
+                client.recv()
+        with pytest.raises(websocket.WebSocketBadStatusException, match="503"):
+            websocket.create_connection(server.url, timeout=5)
+        stats = server.stats()
+        assert stats["connections_open"] == 0 and stats["handshakes_refused"] == 1
+        bad = urllib.request.Request(f"{base}/faults?refuse_ms=-1", method="POST")
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            urllib.request.urlopen(bad, timeout=5)

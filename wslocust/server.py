@@ -33,6 +33,7 @@ import socket
 import ssl
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -100,6 +101,7 @@ SERVE_DESCRIPTION = (
 
 _STATS_PATH = "/stats"
 _HEALTH_PATH = "/healthz"
+_FAULTS_PATH = "/faults"
 _REFUSED_KEY = "wslocust.refused"
 
 _OPCODE_TEXT = WebSocket.OPCODE_TEXT
@@ -235,9 +237,9 @@ def _check_path(value: object) -> str:
         raise ValueError(
             f"{_show(value)} is not a valid path (it must start with / and contain no spaces)"
         )
-    if value in (_STATS_PATH, _HEALTH_PATH):
+    if value in (_STATS_PATH, _HEALTH_PATH, _FAULTS_PATH):
         raise ValueError(
-            f"{value} is reserved (use a path other than {_STATS_PATH} and {_HEALTH_PATH})"
+            f"{value} is reserved (use a path other than {_STATS_PATH}, {_HEALTH_PATH} and {_FAULTS_PATH})"
         )
     return value
 
@@ -585,7 +587,7 @@ class _ServerHandler(WebSocketHandler):  # type: ignore[misc]
             or environ.get("HTTP_UPGRADE", "").lower() != "websocket"
         ):
             WSGIHandler.run_application(self)  # plain HTTP
-        elif reference._should_refuse():
+        elif reference._refuse_upgrade():
             environ[_REFUSED_KEY] = True
             WSGIHandler.run_application(self)
         else:
@@ -728,6 +730,7 @@ class ReferenceServer:
         # Exact arithmetic: 0.1 is 1/10, so the 10th request is refused, not the 11th.
         self._refuse_ratio = Fraction(repr(config.refuse_fraction))
         self._upgrade_requests = 0
+        self._refusing_until = 0.0  # inject_fault(refuse_ms=...): answer upgrades with 503 until then
         self._started_at = 0.0
         self._broadcaster: gevent.Greenlet | None = None
         self._stopping = False
@@ -858,6 +861,8 @@ class ReferenceServer:
             )
         if path == _HEALTH_PATH:
             return _respond(start_response, "200 OK", b"ok")
+        if path == _FAULTS_PATH:
+            return self._fault_request(environ, start_response)
         if path == self.config.path:
             return _respond(
                 start_response,
@@ -866,6 +871,50 @@ class ReferenceServer:
                 [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
             )
         return _respond(start_response, "404 Not Found", b"not found\n")
+
+    def _fault_request(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return _respond(start_response, "405 Method Not Allowed", b"POST only\n", [("Allow", "POST")])
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        try:
+            drop = query.get("drop", ["0"])[-1] in ("1", "true")
+            refuse_ms = float(query.get("refuse_ms", ["0"])[-1])
+            if not refuse_ms >= 0:
+                raise ValueError
+        except ValueError:
+            body = b"use POST /faults?drop=1&refuse_ms=N (N >= 0 milliseconds)\n"
+            return _respond(start_response, "400 Bad Request", body)
+        dropped = self.inject_fault(drop=drop, refuse_ms=refuse_ms)
+        body = json.dumps({"dropped": dropped, "refuse_ms": refuse_ms}).encode("ascii")
+        return _respond(start_response, "200 OK", body, content_type="application/json")
+
+    def inject_fault(self, *, drop: bool = False, refuse_ms: float = 0.0) -> int:
+        """
+        Make the server fail on purpose, as ``POST /faults`` does.
+
+        Args:
+            drop: drop every open connection's TCP without a close frame, as a
+                crashed server would (clients see 1006).
+            refuse_ms: answer every upgrade with 503 for this many milliseconds.
+
+        Returns:
+            How many connections were dropped.
+        """
+        if refuse_ms:
+            self._refusing_until = max(self._refusing_until, time.monotonic() + refuse_ms / 1000)
+        if not drop:
+            return 0
+        victims = list(self._connections)
+        for connection in victims:
+            connection.close_now(1006, "", 0)
+        logger.info("fault injected: dropped %d connections, refusing upgrades for %g ms", len(victims), refuse_ms)
+        return len(victims)
+
+    def _refuse_upgrade(self) -> bool:
+        if self._refusing_until > time.monotonic():
+            self.counters.handshakes_refused += 1
+            return True
+        return self._should_refuse()
 
     def _should_refuse(self) -> bool:
         # Refuse request n when floor(n * f) grows: after n requests exactly
