@@ -232,7 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         documents.append(document)
     entries = next((d for d in documents if d), [])
     stats = {entry["name"]: entry for entry in entries}
-    summary = next((line for line in locust.stderr if "WebSocket summary:" in line), "")
+    start = next((i for i, line in enumerate(locust.stderr) if line == "WebSocket results"), None)
+    results = []
+    if start is not None:
+        for line in locust.stderr[start + 1 :]:
+            if not line.strip():
+                break
+            results.append(line.strip())
     samples = watch.samples
     peak_open = max((s.open for s in samples), default=0)
     first = next((s.t for s in samples if s.open > 0), math.nan)
@@ -282,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "server_connections_accepted": truth["connections_accepted"],
         "server_messages_received": truth["messages_received"],
         "server_messages_sent": truth["messages_sent"],
-        "summary": re.sub(r"^.*WebSocket summary: ", "", summary),
+        "websocket_results": results,
         "errors": errors,
         "locust_exit_code": locust.popen.returncode,
         "load_average": os.getloadavg(),

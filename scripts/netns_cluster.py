@@ -560,8 +560,8 @@ class DemoResult:
     master_exit_code: int | None = None
     master_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Locust's --json output by request name."""
-    summary: dict[str, int] = field(default_factory=dict)
-    """The WebSocket summary line's numbers."""
+    websocket: dict[str, dict[str, str]] = field(default_factory=dict)
+    """results/wslocust_websocket.csv by node: ``All (N workers)`` (the totals) and each worker."""
     csv_stats: dict[str, dict[str, str]] = field(default_factory=dict)
     """results/wslocust_stats.csv, by name, as written to the Job's results volume."""
     server: dict[str, float] = field(default_factory=dict)
@@ -570,11 +570,13 @@ class DemoResult:
     master_log: list[str] = field(default_factory=list)
     message_interval_ms: float = 0.0
 
+    @property
+    def totals(self) -> dict[str, int]:
+        """The master's WebSocket totals (the ``All`` row of the results volume's CSV), as numbers."""
+        row = next((row for node, row in self.websocket.items() if node.startswith("All")), {})
+        return {key: int(float(value)) for key, value in row.items() if value.replace(".", "", 1).isdigit()}
 
-_SUMMARY = re.compile(
-    r"WebSocket summary: (?P<connects>\d+) connects \((?P<failed>\d+) failed, (?P<reconnects>\d+) reconnects, "
-    r"(?P<disconnects>\d+) disconnects\), (?P<sent>\d+) messages sent, (?P<received>\d+) received"
-)
+
 _TABLE_CONNECTS = re.compile(r"^\s*WS\s+connect\s+(\d+)\s")
 
 
@@ -704,13 +706,14 @@ def run_demo(
             start = next((i for i, line in enumerate(master.stdout) if line.startswith("[")), None)
             if start is not None:
                 result.master_stats = {entry["name"]: entry for entry in json.loads("\n".join(master.stdout[start:]))}
-        match = next(filter(None, map(_SUMMARY.search, result.master_log)), None)
-        if match:
-            result.summary = {key: int(value) for key, value in match.groupdict().items()}
-        csv_path = master_host.root / master_spec.workdir.lstrip("/") / "results" / "wslocust_stats.csv"
-        if csv_path.exists():
-            with csv_path.open() as file:
-                result.csv_stats = {row["Name"]: row for row in csv.DictReader(file)}
+        results = master_host.root / master_spec.workdir.lstrip("/") / "results"
+        for path, key, target in (
+            (results / "wslocust_stats.csv", "Name", result.csv_stats),
+            (results / "wslocust_websocket.csv", "node", result.websocket),
+        ):
+            if path.exists():
+                with path.open() as file:
+                    target.update({row[key]: row for row in csv.DictReader(file)})
         # Workers get "quit" from the master and exit; the server's counters are final once they have.
         for process in everyone:
             if process is not server and process is not master:
@@ -762,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"after a worker joined:   {result.spread_after_join}")
     print(f"master exit code:        {result.master_exit_code}")
     print(f"connects (master):       {connect.get('num_requests')}   server accepted: {server.get('connections_accepted')}")
-    print(f"messages sent (master):  {result.summary.get('sent')}   server received: {server.get('messages_received')}")
+    print(f"messages sent (master):  {result.totals.get('messages_sent')}   server received: {server.get('messages_received')}")
     print(f"echoes (master):         {echo.get('num_requests')}   server sent:     {server.get('messages_sent')}")
     print("\n".join(line for line in result.master_log if "wslocust:" in line))
     return 0 if result.master_exit_code == 0 else 1

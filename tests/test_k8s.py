@@ -223,15 +223,19 @@ def test_the_manifests_commands_run_together_on_simulated_hosts():
     # Connections: every one the server accepted is counted once, the killed worker's included.
     assert connect["num_failures"] == 0
     assert connect["num_requests"] == server["connections_accepted"] == users + users // 2 + users // 2
-    assert result.summary["connects"] == connect["num_requests"]
-    assert result.csv_stats["connect"]["Request Count"] == str(connect["num_requests"])  # the results volume
+    # The results volume: Locust's CSV and the WebSocket totals, with the killed worker marked.
+    totals = result.totals
+    assert totals["connects_succeeded"] == connect["num_requests"] and totals["connects_failed"] == 0
+    assert result.csv_stats["connect"]["Request Count"] == str(connect["num_requests"])
+    workers = [row for node, row in result.websocket.items() if not node.startswith("All")]
+    assert len(workers) == 3 and [row["status"] for row in workers].count("missing") == 1, workers
     # Messages: the survivors' are exact; of the killed worker's, what it sent after its last
     # report (reports come every 3 s) is missing from the totals and from nothing else.
     rate = result.killed_users * 1000 / result.message_interval_ms
-    unreported = server["messages_received"] - result.summary["sent"]
+    unreported = server["messages_received"] - totals["messages_sent"]
     assert 0 <= unreported <= rate * 4, (unreported, rate)
-    assert result.summary["received"] == echo["num_requests"]
+    assert totals["messages_received"] == echo["num_requests"]
     # The killed worker's last report can hold echoes still in flight (at most one per user here).
-    assert 0 <= result.summary["sent"] - result.summary["received"] <= result.killed_users
+    assert 0 <= totals["messages_sent"] - totals["messages_received"] <= result.killed_users
     assert echo["num_failures"] == 0
     assert server["messages_sent"] - echo["num_requests"] <= rate * 4

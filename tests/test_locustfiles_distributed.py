@@ -9,6 +9,7 @@ master and workers on separate (simulated) hosts in test_k8s.py.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from helpers import REPO_ROOT, free_port, run_server_process
@@ -54,6 +56,8 @@ def test_every_locustfile_has_a_distributed_run_here():
 class Result:
     process: subprocess.CompletedProcess
     server: dict
+    websocket: dict[str, str]
+    """The master's WebSocket totals: the ``All`` row of ``PREFIX_websocket.csv``."""
 
     @property
     def stats(self) -> dict[str, dict]:
@@ -69,31 +73,40 @@ class Result:
         return {entry["name"]: entry for entry in entries}
 
 
-def _locust(locustfile: str, options: list[str], host: str | None) -> subprocess.CompletedProcess:
+def _locust(
+    locustfile: str, options: list[str], host: str | None, folder: Path
+) -> tuple[subprocess.CompletedProcess, dict]:
     environment = {k: v for k, v in os.environ.items() if k not in SUITE_ENVIRONMENT}
     environment["WORKERS"] = "2"
     port = str(free_port())
-    return subprocess.run(
+    prefix = folder / locustfile.removesuffix(".py")
+    process = subprocess.run(
         [*LOCUST, "-f", f"locustfiles/{locustfile}", "--headless", "--json", "--master-bind-port", port,
-         "--master-port", port, *(["--host", host] if host else []), *options],
+         "--master-port", port, "--csv", str(prefix), *(["--host", host] if host else []), *options],
         cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+    websocket_csv = Path(f"{prefix}_websocket.csv")
+    rows = list(csv.DictReader(websocket_csv.read_text().splitlines())) if websocket_csv.exists() else []
+    totals = next((row for row in rows if row["node"].startswith("All")), {})
+    return process, totals
 
 
-def _run_against_own_server(locustfile: str) -> Result:
+def _run_against_own_server(locustfile: str, folder: Path) -> Result:
     with run_server_process() as server:
-        process = _locust(locustfile, RUNS[locustfile], server.url)
-        return Result(process, server.stats())
+        process, totals = _locust(locustfile, RUNS[locustfile], server.url, folder)
+        return Result(process, server.stats(), totals)
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[str, Result]:
+def runs(tmp_path_factory) -> dict[str, Result]:
+    folder = tmp_path_factory.mktemp("distributed-runs")
     # A few at a time: each is three processes plus a server, on a machine of two cores.
     with ThreadPoolExecutor(4) as pool:
-        futures = {name: pool.submit(_run_against_own_server, name) for name in RUNS}
+        futures = {name: pool.submit(_run_against_own_server, name, folder) for name in RUNS}
         results = {name: future.result() for name, future in futures.items()}
     for name, options in EMBEDDED.items():
-        results[name] = Result(_locust(name, options, None), {})
+        process, totals = _locust(name, options, None, folder)
+        results[name] = Result(process, {}, totals)
     return results
 
 
@@ -115,7 +128,11 @@ def test_a_locustfile_runs_on_two_workers_and_the_totals_are_the_servers(runs, l
     connects = stats["connect"]["num_requests"] + reconnect["num_requests"] - reconnect["num_failures"]
     assert connects == server["connections_accepted"] > 0
     assert 0 < stats["echo"]["num_requests"] == server["messages_received"] == server["messages_sent"]
-    assert f", {server['messages_received']} messages sent, " in stderr  # the WebSocket summary line
+    # The WebSocket totals (PREFIX_websocket.csv) are the server's too.
+    assert int(result.websocket["connects_succeeded"]) == server["connections_accepted"]
+    assert int(result.websocket["messages_sent"]) == int(result.websocket["messages_received"]) == (
+        server["messages_received"]
+    )
 
 
 def test_error_recovery_runs_on_two_workers_and_every_connection_comes_back(runs):
@@ -125,7 +142,6 @@ def test_error_recovery_runs_on_two_workers_and_every_connection_comes_back(runs
     assert _workers_connected(stderr) == 2
     # The shape's own timing needs fresher counters than 3-second worker reports at this time
     # scale; the connections themselves all came back, on both workers.
-    assert re.search(r"WebSocket summary: 40 connects \(\d+ failed, 20 reconnects, 20 disconnects\)", stderr), (
-        stderr[-4000:]
-    )
+    totals = result.websocket
+    assert (totals["connects_succeeded"], totals["reconnects"], totals["disconnects"]) == ("40", "20", "20"), totals
 

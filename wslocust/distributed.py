@@ -21,6 +21,10 @@ module adds what a WebSocket run needs on top of it:
   that moment and at the end of the run, and lists every worker with
   :func:`worker_reports` for monitoring endpoints.
 
+- Spawn messages: Locust's worker spends seconds of CPU on each (it rebuilds
+  its argument parser once per option); cached here, so that busy workers
+  keep sending heartbeats during a ramp.
+
 - The end of a run: a quitting master waits for every worker's last report
   (Locust alone waits 0.5 s, less than WebSocket users may take to close),
   so that the totals printed at the end hold the whole run.
@@ -36,7 +40,7 @@ from typing import Any, NoReturn
 
 import gevent
 from locust import events
-from locust.runners import STATE_MISSING, MasterRunner
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from .addresses import SourceAddresses, check_bindable, parse_source_addresses
 from .metrics import WsCounters
@@ -286,6 +290,39 @@ def _log_missing_workers() -> None:
     )
 
 
+# Workers: spawn messages in milliseconds, not seconds -----------------------------------
+
+
+def _cache_default_args() -> None:
+    """
+    Compute Locust's ``argument_parser.default_args_dict()`` once per process.
+
+    A Locust worker handling a "spawn" message calls it once for every option
+    the master sent (``WorkerRunner.handle_message``), and each call builds and
+    runs a complete argument parser: 10-30 ms, so a few seconds of CPU per
+    message, in the thread that also sends heartbeats. Measured here during a
+    ramp of 16,000 connections on four workers: every worker was in it most of
+    the time, heartbeats came late, the master marked all four missing, and
+    "the last worker went missing" stopped the run. The result depends only on
+    Locust's own options and the environment, neither of which changes during
+    a run. Callers only test membership; each gets its own copy anyway.
+    """
+    from locust import argument_parser
+
+    compute = argument_parser.default_args_dict
+    if getattr(compute, "wslocust_cached", False):
+        return
+    computed: list[dict[str, Any]] = []
+
+    def default_args_dict() -> dict[str, Any]:
+        if not computed:
+            computed.append(compute())
+        return dict(computed[0])
+
+    default_args_dict.wslocust_cached = True  # type: ignore[attr-defined]
+    argument_parser.default_args_dict = default_args_dict
+
+
 # The end of a run: every worker's last report ------------------------------------------
 
 
@@ -354,10 +391,12 @@ def _on_init(environment: Any, **_: Any) -> None:
             _source_addresses_of_this_host(environment)
         if not _state.quit_listener_added:
             # Added now, after every module-level "quit" listener: this line
-            # follows the WebSocket summary that wslocust.plugin logs.
+            # follows the WebSocket results that wslocust.reports prints.
             events.quit.add_listener(lambda **_: _log_missing_workers())
             _state.quit_listener_added = True
     elif runner is not None:  # a LocalRunner or a WorkerRunner: it runs users
+        if isinstance(runner, WorkerRunner):
+            _cache_default_args()
         _set_up_source_addresses(environment)
 
 

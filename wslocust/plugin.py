@@ -190,6 +190,8 @@ def _on_quit(**_: Any) -> None:
     environment = _environment()
     if environment is None or isinstance(environment.runner, WorkerRunner):
         return
+    # One greppable line with every counter since the start (Reset Stats does not
+    # touch it), for scripts; the readable block comes from wslocust.reports.
     total = aggregate_counters(environment)
     logger.info(
         "WebSocket summary: %d connects (%d failed, %d reconnects, %d disconnects), "

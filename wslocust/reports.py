@@ -72,6 +72,9 @@ ROW_COLUMNS = (
 )
 """Columns of ``PREFIX_websocket.csv`` and keys of :func:`node_rows`."""
 
+PER_CONNECTION_MINIMUM = 1000
+"""Fewest open connections for which per-1K CPU and per-10K memory are printed."""
+
 
 def _row(view: dict[str, Any], node: str, status: str, round_trip: dict[str, Any] | None) -> dict[str, Any]:
     system = view.get("system") or {}
@@ -226,12 +229,19 @@ def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dic
         f"{format_bytes(t['bytes_received'])} in"
         + (f"; {run['msg_rate']:,.0f} received/s at full connections" if run["msg_rate"] is not None else ""),
         f"  latency      {_round_trip(round_trip)} (whole run)",
+        (
+            f"  replies      {t['replies_timed_out']:,} timed out, {t['replies_lost']:,} lost on close, "
+            f"{t['replies_in_flight_at_stop']:,} in flight at stop"
+        ),
     ]
     generator = []
-    if run["cpu_per_1k"] is not None:
-        generator.append(f"{run['cpu_per_1k']:.1f} % CPU per 1K open connections")
-    if run["mem_per_10k"] is not None:
-        generator.append(f"{format_bytes(run['mem_per_10k'])} per 10K connections")
+    # Below ~1,000 connections a process's fixed cost dominates: a per-connection
+    # extrapolation from 50 connections would be a false figure, so none is printed.
+    if run["peak_open"] >= PER_CONNECTION_MINIMUM:
+        if run["cpu_per_1k"] is not None:
+            generator.append(f"{run['cpu_per_1k']:.1f} % CPU per 1K open connections")
+        if run["mem_per_10k"] is not None:
+            generator.append(f"{format_bytes(run['mem_per_10k'])} per 10K connections")
     if run["cpu_max"] is not None:
         generator.append(f"peak CPU {run['cpu_max']:.0f} % of one core")
     if generator:

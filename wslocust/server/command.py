@@ -1,0 +1,170 @@
+"""The ``wslocust serve`` command: its options, and running the server until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from ..cli import CommandLineParser
+from ..exceptions import ConfigurationError
+from .config import (
+    _CHECKS,
+    ServerConfig,
+    _check_close_code,
+    _check_count,
+    _check_delay_ms,
+    _check_fraction,
+    _check_host,
+    _check_interval_ms,
+    _check_path,
+    _check_port,
+)
+from .listener import _raise_open_files_limit
+from .reference import create_server
+
+__all__ = ["SERVE_DESCRIPTION", "add_arguments", "build_parser", "main", "run"]
+
+
+#: What ``wslocust serve`` does, for its --help and the ``wslocust`` command list.
+SERVE_DESCRIPTION = (
+    "Run the reference WebSocket echo server; its /stats counters are exact."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` options to ``parser``; each is validated as it is parsed."""
+    defaults = ServerConfig()
+    listening = parser.add_argument_group("listening")
+    listening.add_argument(
+        "--host",
+        type=_cli_type(_check_host),
+        default=defaults.host,
+        help="address to listen on (default: %(default)s; 0.0.0.0 to accept remote clients)",
+    )
+    listening.add_argument(
+        "--port",
+        type=_cli_type(_check_port),
+        default=defaults.port,
+        help="TCP port, 0 = any free one (default: %(default)s)",
+    )
+    listening.add_argument(
+        "--path",
+        type=_cli_type(_check_path),
+        default=defaults.path,
+        help="WebSocket path (default: %(default)s)",
+    )
+    listening.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="set SO_REUSEPORT so several server processes can share the port (each keeps its own /stats)",
+    )
+    listening.add_argument(
+        "--certfile", metavar="PEM", help="certificate chain: serve wss:// instead of ws://"
+    )
+    listening.add_argument("--keyfile", metavar="PEM", help="private key of --certfile, if not inside it")
+    behaviour = parser.add_argument_group("behaviour")
+    behaviour.add_argument(
+        "--delay-ms",
+        type=_cli_type(_check_delay_ms),
+        default=defaults.delay_ms,
+        help="delay each echo by this many ms (default: %(default)s)",
+    )
+    behaviour.add_argument(
+        "--broadcast-interval-ms",
+        type=_cli_type(_check_interval_ms),
+        default=defaults.broadcast_interval_ms,
+        help='send "broadcast <n>" to every open connection every this many ms, 0 = off (default: %(default)s)',
+    )
+    faults = parser.add_argument_group("faults")
+    faults.add_argument(
+        "--close-after",
+        type=_cli_type(_check_count),
+        default=defaults.close_after,
+        help="close each connection after it received this many messages, 0 = never (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--close-code",
+        type=_cli_type(_check_close_code),
+        default=defaults.close_code,
+        help="close code for --close-after; 1006 drops TCP without a close frame (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--refuse-fraction",
+        type=_cli_type(_check_fraction),
+        default=defaults.refuse_fraction,
+        help="answer this fraction of upgrades with 503, deterministically (default: %(default)s)",
+    )
+
+
+def _cli_type(check: Callable[[object], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return check(text)
+        except ValueError as exc:
+            # ArgumentTypeError keeps our message; a ValueError would be replaced by argparse's.
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def run(args: argparse.Namespace) -> int:
+    """
+    Run the server for parsed ``serve`` options until SIGTERM or SIGINT.
+
+    Prints the listening line, then, after draining, the final statistics as
+    one line of JSON. Returns the exit code: 0, or 1 if it cannot listen.
+    """
+    config = ServerConfig(
+        **{name: getattr(args, name) for name in _CHECKS}, certfile=args.certfile, keyfile=args.keyfile
+    )
+    _raise_open_files_limit()
+    server = create_server(config)
+    try:
+        server.start()
+    except (OSError, ConfigurationError) as exc:
+        problem = (
+            exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        )
+        print(
+            f"wslocust serve: error: cannot listen on {config.host}:{config.port}: {problem}",
+            file=sys.stderr,
+        )
+        return 1
+    # gevent runs each handler in a new greenlet, where stop() may wait for the drain.
+    handlers = [
+        gevent.signal_handler(signum, server.stop)
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    ]
+    print(
+        f"wslocust reference server listening on {server.url} (stats at {server.stats_url})",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    finally:
+        for handler in handlers:
+            handler.cancel()
+    print(json.dumps(server.stats()), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of ``wslocust serve`` on its own."""
+    parser = CommandLineParser(prog="wslocust serve", description=SERVE_DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``wslocust serve`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
