@@ -8,11 +8,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import locust
 import psutil
 import pytest
-from helpers import REPO_ROOT, run_server_process, wait_for
+from helpers import REPO_ROOT, free_port, run_server_process, wait_for
 from locust.env import Environment
 
 from wslocust import ConnectError, WebSocketUser
@@ -220,17 +221,25 @@ def test_a_run_rotates_its_connections_over_the_source_addresses(how, users, exp
                 "(Cannot assign requested address); use addresses of this host's interfaces"
             ),
         ),
+        (
+            # Forked workers: the master checks too, tells them to quit, and does not wait for them.
+            {"WS_SOURCE_ADDRESSES": "192.0.2.1", "WORKERS": "2"},
+            "wslocust: WS_SOURCE_ADDRESSES / --ws-source-addresses: '192.0.2.1' is not an address of this host",
+        ),
     ],
-    ids=["syntax", "not-local"],
+    ids=["syntax", "not-local", "not-local-with-workers"],
 )
 def test_bad_source_addresses_stop_the_run_with_one_line(how, message):
     options = how if isinstance(how, list) else []
+    port = str(free_port())
+    started = time.monotonic()
     result = subprocess.run(
         [*LOCUST, "-f", "locustfiles/echo.py", "--headless", "-u", "1", "-t", "2s", "--host", "ws://127.0.0.1:1/ws",
-         *options],
+         "--master-bind-port", port, "--master-port", port, *options],
         cwd=REPO_ROOT, env=_environment(**(how if isinstance(how, dict) else {})), capture_output=True, text=True,
         timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 20

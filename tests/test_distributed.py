@@ -55,7 +55,7 @@ def test_the_rest_api_controls_a_distributed_run_that_survives_a_killed_worker()
         master_port, web_port = free_port(), free_port()
         master = _start(
             ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
-             "--web-host", "127.0.0.1", "--web-port", str(web_port), "--enable-rebalancing"]
+             "--web-host", "127.0.0.1", "--web-port", str(web_port), "--enable-rebalancing", "--host", server.url]
         )  # fmt: skip
         workers = [_start(["--worker", "--master-port", str(master_port)], subprocess.DEVNULL) for _ in range(2)]
         api = Api(web_port)
@@ -76,11 +76,6 @@ def test_the_rest_api_controls_a_distributed_run_that_survives_a_killed_worker()
             ws = wait_for(lambda: (s := api.get("/ws/stats"))["aggregate"]["connections"]["open"] == 10 and s)
             assert len(ws["workers"]) == 2 and ws["aggregate"]["totals"]["connects_succeeded"] == 10
 
-            # Reset: Locust's figures start over while the run goes on.
-            assert api.post("/stats/reset") == b"ok"
-            wait_for(lambda: api.entry("connect")["num_requests"] == 0, timeout=10)
-            wait_for(lambda: api.entry("echo")["num_requests"] > 0, timeout=10)
-
             # A worker dies: the master marks it missing, the other takes over its users.
             workers[0].send_signal(signal.SIGKILL)
             workers[0].wait(timeout=10)
@@ -88,8 +83,18 @@ def test_the_rest_api_controls_a_distributed_run_that_survives_a_killed_worker()
             wait_for(lambda: server.stats()["connections_accepted"] == 15, timeout=20)
             assert server.stats()["connections_open"] == 10
             # The killed worker's 5 connects are still counted, once: the server accepted 15.
-            ws = wait_for(lambda: (s := api.get("/ws/stats"))["aggregate"]["totals"]["connects_succeeded"] == 15 and s)
+            ws = wait_for(
+                lambda: (s := api.get("/ws/stats"))["aggregate"]["totals"]["connects_succeeded"] == 15 and s,
+                timeout=10,
+            )
             assert sorted(worker["state"] for worker in ws["workers"]) == ["missing", "running"]
+            wait_for(lambda: api.entry("connect")["num_requests"] == 15, timeout=10)
+
+            # Reset: the figures start over while the run goes on.
+            assert api.post("/stats/reset") == b"ok"
+            wait_for(lambda: api.entry("connect")["num_requests"] == 0, timeout=10)
+            wait_for(lambda: api.get("/ws/stats")["aggregate"]["totals"]["connects_succeeded"] == 0, timeout=10)
+            wait_for(lambda: api.entry("echo")["num_requests"] > 0, timeout=10)
 
             # Stop: every connection closes; the master keeps running for the next start.
             assert json.loads(api.post("/stop"))["success"] is True

@@ -43,13 +43,13 @@ RUNS = {
     "flash_sale.py": ["--ws-time-scale", "0.005", "--ws-target-connections", "10", "--ws-message-interval", "1000"],
     "live_event.py": ["--ws-time-scale", "0.0002", "--ws-target-connections", "10"],
     "iot_network.py": ["--ws-time-scale", "0.00002", "--ws-target-connections", "10", "--ws-message-interval", "300000"],
+    # The shape makes the server drop every connection (POST /faults) and refuse new ones a while.
+    "error_recovery.py": ["--ws-time-scale", "0.1", "--ws-target-connections", "20"],
 }
-EMBEDDED = {"error_recovery.py": ["--ws-time-scale", "0.1", "--ws-target-connections", "20"]}
-"""Run without a target: the shape stops and restarts the embedded server in the master."""
 
 
 def test_every_locustfile_has_a_distributed_run_here():
-    assert set(RUNS) | set(EMBEDDED) == {path.name for path in (REPO_ROOT / "locustfiles").glob("*.py")}
+    assert set(RUNS) == {path.name for path in (REPO_ROOT / "locustfiles").glob("*.py")}
 
 
 @dataclass
@@ -103,11 +103,17 @@ def runs(tmp_path_factory) -> dict[str, Result]:
     # A few at a time: each is three processes plus a server, on a machine of two cores.
     with ThreadPoolExecutor(4) as pool:
         futures = {name: pool.submit(_run_against_own_server, name, folder) for name in RUNS}
-        results = {name: future.result() for name, future in futures.items()}
-    for name, options in EMBEDDED.items():
-        process, totals = _locust(name, options, None, folder)
-        results[name] = Result(process, {}, totals)
-    return results
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _tracebacks(stderr: str) -> int:
+    """
+    Tracebacks in a run's log, but for one of Locust's own: with ``--csv`` and ``--processes``,
+    its CSV writer greenlet may wake up once more while the master waits for its forked workers
+    at exit, after the files were closed ("I/O operation on closed file"), whatever the run did.
+    """
+    closed_file = stderr.count("ValueError: I/O operation on closed file.")
+    return stderr.count("Traceback (most recent call last)") - closed_file
 
 
 def _workers_connected(stderr: str) -> int:
@@ -115,13 +121,13 @@ def _workers_connected(stderr: str) -> int:
     return max(counts, default=0)
 
 
-@pytest.mark.parametrize("locustfile", sorted(RUNS))
+@pytest.mark.parametrize("locustfile", sorted(set(RUNS) - {"error_recovery.py"}))
 def test_a_locustfile_runs_on_two_workers_and_the_totals_are_the_servers(runs, locustfile):
     result = runs[locustfile]
     stderr = result.process.stderr
     assert result.process.returncode == 0, stderr[-4000:]
     assert _workers_connected(stderr) == 2, stderr[-4000:]
-    assert "Traceback" not in stderr
+    assert _tracebacks(stderr) == 0, stderr[-4000:]
     stats, server = result.stats, result.server
     assert stats["connect"]["num_failures"] == 0
     reconnect = stats.get("reconnect", {"num_requests": 0, "num_failures": 0})  # churn.py's
@@ -144,4 +150,5 @@ def test_error_recovery_runs_on_two_workers_and_every_connection_comes_back(runs
     # scale; the connections themselves all came back, on both workers.
     totals = result.websocket
     assert (totals["connects_succeeded"], totals["reconnects"], totals["disconnects"]) == ("40", "20", "20"), totals
+    assert result.server["connections_accepted"] == 40
 

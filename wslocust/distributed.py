@@ -353,7 +353,12 @@ def _wait_for_final_reports(runner: MasterRunner) -> None:
         limit = (runner.environment.stop_timeout or 0.0) + FINAL_REPORT_TIMEOUT
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            left = [client_id for client_id in waiting if client_id in runner.clients]
+            # Gone (its "quit" came, after its last report), or missing (dead: nothing more will come).
+            left = [
+                client_id
+                for client_id in waiting
+                if client_id in runner.clients and runner.clients[client_id].state != STATE_MISSING
+            ]
             if not left:
                 break
             gevent.sleep(0.05)
