@@ -101,7 +101,7 @@ def _expand(item: str) -> list[_Address]:
             raise ValueError(f"{item!r} is not a CIDR block; {_SYNTAX}") from None
         if network.num_addresses > MAX_SOURCE_ADDRESSES + 2:
             raise ValueError(f"{item!r} has more than {MAX_SOURCE_ADDRESSES} addresses; use a smaller block")
-        hosts = list(network.hosts())
+        hosts: list[_Address] = list(network.hosts())
         return hosts or [network.network_address]
     if "-" in item:
         first_text, _, last_text = (part.strip() for part in item.partition("-"))
@@ -216,7 +216,7 @@ def connect_from(host: str, port: int, source_address: tuple[str, int]) -> socke
         )
     error: OSError | None = None
     for info_family, kind, proto, _, address in candidates:
-        sock = gsocket.socket(info_family, kind, proto)
+        sock: socket.socket = gsocket.socket(info_family, kind, proto)
         try:
             _bind_no_port(sock, source_address)
         except OSError as exc:
