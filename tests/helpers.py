@@ -24,7 +24,7 @@ from typing import IO, TypeVar
 
 import gevent
 
-__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "run_server_process", "wait_for"]
+__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "master_json_stats", "run_server_process", "wait_for"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """The repository root, put on ``PYTHONPATH`` of subprocesses so that they import this checkout."""
@@ -209,3 +209,21 @@ def run_server_process(
         yield server
     finally:
         server.stop()  # only signals if it still runs; always collects the output
+
+
+def master_json_stats(stdout: str) -> dict[str, dict]:
+    """
+    Locust's ``--json`` entries by name, from the master's document.
+
+    With ``--processes`` (or ``WORKERS``) each forked worker prints its own
+    empty ``--json`` list on the same stdout, so the non-empty one is taken.
+    """
+    decoder, index, documents = json.JSONDecoder(), 0, []
+    while index < len(stdout):
+        if stdout[index].isspace():
+            index += 1
+            continue
+        document, index = decoder.raw_decode(stdout, index)
+        documents.append(document)
+    [entries] = [document for document in documents if document] or [[]]
+    return {entry["name"]: entry for entry in entries}

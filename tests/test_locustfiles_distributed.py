@@ -10,7 +10,6 @@ master and workers on separate (simulated) hosts in test_k8s.py.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import subprocess
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT, free_port, run_server_process
+from helpers import REPO_ROOT, free_port, master_json_stats, run_server_process
 
 pytestmark = pytest.mark.slow
 
@@ -61,16 +60,7 @@ class Result:
 
     @property
     def stats(self) -> dict[str, dict]:
-        # Each forked worker prints its own (empty) --json list too: take the master's.
-        decoder, text, index, documents = json.JSONDecoder(), self.process.stdout, 0, []
-        while index < len(text):
-            if text[index].isspace():
-                index += 1
-                continue
-            document, index = decoder.raw_decode(text, index)
-            documents.append(document)
-        [entries] = [document for document in documents if document] or [[]]
-        return {entry["name"]: entry for entry in entries}
+        return master_json_stats(self.process.stdout)
 
 
 def _locust(

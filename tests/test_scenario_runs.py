@@ -28,7 +28,7 @@ from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
-from helpers import REPO_ROOT, free_port, run_server_process
+from helpers import REPO_ROOT, free_port, master_json_stats, run_server_process
 from locust.util.load_locustfile import load_locustfile
 
 pytestmark = pytest.mark.slow
@@ -99,16 +99,7 @@ class Run:
 
     @property
     def stats(self) -> dict[str, dict]:
-        # With --processes each worker prints its own (empty) --json list too: take the master's.
-        decoder, text, index, documents = json.JSONDecoder(), self.result.stdout, 0, []
-        while index < len(text):
-            if text[index].isspace():
-                index += 1
-                continue
-            document, index = decoder.raw_decode(text, index)
-            documents.append(document)
-        [entries] = [document for document in documents if document] or [[]]
-        return {entry["name"]: entry for entry in entries}
+        return master_json_stats(self.result.stdout)
 
     @property
     def shape_started(self) -> float:
