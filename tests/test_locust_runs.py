@@ -62,6 +62,7 @@ def test_server_killed_mid_run_is_counted_as_reconnects_and_the_run_ends_on_time
         cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        wait_for(lambda: server.stats()["connections_open"] == 10, timeout=20)
         wait_for(lambda: server.stats()["messages_received"] >= 50, timeout=20)
         server.process.kill()
         server.wait()

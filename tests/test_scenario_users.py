@@ -15,6 +15,10 @@ from wslocust.plugin import counters
 from wslocust.server import ServerConfig, create_server
 from wslocust.settings import Schedule, publish_schedule
 
+ALL_AT_ONCE = 1000
+"""A spawn rate at which a few users connect within milliseconds (wslocust.pacing spreads a burst over
+its size divided by the rate)."""
+
 
 @pytest.fixture
 def server():
@@ -43,7 +47,7 @@ def test_connections_live_their_lifetime_and_the_server_sees_every_reconnect(ser
         message_interval = 0.02
 
     environment, runner = start_run(Churning, 10, server.url)
-    runner.start(10, spawn_rate=10)
+    runner.start(10, spawn_rate=ALL_AT_ONCE)
     wait_for(lambda: requests(environment, "reconnect")[0] >= 60, timeout=10)
     runner.quit()
     wait_for(lambda: server.counters.connections_open == 0, timeout=5)
@@ -66,7 +70,7 @@ def test_first_lifetimes_are_spread_so_that_users_do_not_churn_in_step(server):
 
     environment, runner = start_run(Churning, 40, server.url)
     started = time.perf_counter()
-    runner.start(40, spawn_rate=40)
+    runner.start(40, spawn_rate=ALL_AT_ONCE)
     wait_for(lambda: counters(environment).reconnects >= 10, timeout=5)
     quarter = time.perf_counter() - started
     runner.quit()
@@ -82,7 +86,7 @@ def test_users_follow_the_published_schedule_from_stage_to_stage(server):
     origin = time.perf_counter()
     # no messages for 0.5 s, then one every 20 ms each, then none again after 1.5 s
     publish_schedule(environment, Schedule([0.5, 1.5, 60], [0, 0.02, 0], None, origin))
-    runner.start(5, spawn_rate=5)
+    runner.start(5, spawn_rate=ALL_AT_ONCE)
     wait_for(lambda: server.counters.connections_accepted == 5, timeout=5)
     silent = server.counters.messages_received
     wait_for(lambda: time.perf_counter() - origin > 0.45, timeout=5)
@@ -104,7 +108,7 @@ def test_the_time_scale_shortens_message_intervals_and_lifetimes(server):
         connection_lifetime = 10.0
 
     environment, runner = start_run(Slow, 2, server.url, ws_time_scale="0.01")
-    runner.start(2, spawn_rate=2)
+    runner.start(2, spawn_rate=ALL_AT_ONCE)
     # 1 s and 10 s at scale 0.01: 100 messages/s and 10 reconnects/s per user
     wait_for(lambda: server.counters.messages_received >= 100 and counters(environment).reconnects >= 5, timeout=3)
     runner.quit()
@@ -120,7 +124,7 @@ def test_the_time_scale_shortens_reconnect_delays():
 
     try:
         environment, runner = start_run(Patient, 1, down.url, ws_time_scale="0.001")
-        runner.start(1, spawn_rate=1)
+        runner.start(1, spawn_rate=ALL_AT_ONCE)
         # 4 refused attempts with 10, 20 and 40 s between them: 70 ms at scale 0.001
         wait_for(lambda: requests(environment, "connect")[1] == 4, timeout=3)
         runner.quit()
@@ -137,7 +141,7 @@ def test_a_stop_in_the_middle_of_fast_churn_leaves_both_sides_counts_equal(serve
         message_interval = 0.01
 
     environment, runner = start_run(FastChurn, 40, server.url)
-    runner.start(40, spawn_rate=40)
+    runner.start(40, spawn_rate=ALL_AT_ONCE)
     wait_for(lambda: counters(environment).reconnects >= 200, timeout=10)
     runner.quit()
     wait_for(lambda: server.counters.connections_open == 0, timeout=5)

@@ -28,7 +28,8 @@ def server():
 def start_run(*user_classes, users=1, host=None):
     environment = Environment(user_classes=list(user_classes), events=locust.events, host=host)
     runner = environment.create_local_runner()
-    runner.start(users, spawn_rate=users)
+    # Connect within milliseconds: wslocust.pacing spreads a burst over its size divided by the rate.
+    runner.start(users, spawn_rate=1000)
     return environment, runner
 
 

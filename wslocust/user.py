@@ -42,6 +42,7 @@ from .exceptions import (
     connection_closed,
 )
 from .metrics import WsCounters
+from .pacing import start_pacer
 from .uri import WsURI, parse_uri
 
 __all__ = ["ConnectionState", "WebSocketUser"]
@@ -65,13 +66,18 @@ class ConnectionState(enum.Enum):
 class _Pending:
     """A request waiting for its reply."""
 
-    __slots__ = ("key", "later", "name", "reply", "scheduled_at", "waiter")
+    __slots__ = ("blocking", "done", "key", "later", "name", "reply", "scheduled_at", "sleeper")
 
-    def __init__(self, key: Hashable, name: str, scheduled_at: float, waiter: gevent.event.Event | None) -> None:
+    def __init__(self, key: Hashable, name: str, scheduled_at: float, blocking: bool) -> None:
         self.key = key
         self.name = name
         self.scheduled_at = scheduled_at
-        self.waiter = waiter
+        self.blocking = blocking
+        """A :meth:`WebSocketUser.request` call waits for it (and times it out itself)."""
+        self.done = False
+        """Answered, or failed because the connection closed."""
+        self.sleeper: Any = None
+        """The greenlet switched out until ``done`` or the timeout."""
         self.reply: Any = None
         self.later: _Pending | None = None  # the next request waiting on the same key
 
@@ -189,6 +195,9 @@ class WebSocketUser(User):
         self._stopping = False
         self._session: gevent.Greenlet | None = None
         self._pongs: dict[bytes, gevent.event.AsyncResult] = {}
+        self._hub = gevent.get_hub()
+        self._reply_timer: Any = None
+        self._reply_timer_limit = 0.0
         self._counters_state(None, ConnectionState.CONNECTING)
         if self.tasks == [WebSocketUser._hold_connection]:
             interval = self._message_interval()
@@ -277,17 +286,49 @@ class WebSocketUser(User):
         Returns:
             The reply, or None if it failed (the failure is recorded).
         """
-        waiter = gevent.event.Event()
-        pending = self._start_request(payload, match, name, perf_counter(), waiter)
+        pending = self._start_request(payload, match, name, perf_counter(), True)
         if pending is None:
             return None
         limit = self.reply_timeout if timeout is None else timeout
-        if not waiter.wait(limit):
-            if self._forget(pending):
-                self.counters.replies_timed_out += 1
-                self._fail(name, ReceiveTimeout(f"no reply within {limit:g} s"), response_time=limit * 1000)
-            return None
-        return pending.reply
+        if not pending.done:
+            self._sleep_until_done(pending, limit)
+        if pending.done:
+            return pending.reply
+        if self._forget(pending):
+            self.counters.replies_timed_out += 1
+            self._fail(name, ReceiveTimeout(f"no reply within {limit:g} s"), response_time=limit * 1000)
+        return None
+
+    def _sleep_until_done(self, pending: _Pending, limit: float) -> None:
+        # A bare switch to the hub, woken by _wake: an Event and a Timeout per round
+        # trip cost more than the rest of the user's bookkeeping together.
+        timer = self._reply_timer
+        if timer is None or self._reply_timer_limit != limit:
+            if timer is not None:
+                timer.close()
+            timer = self._reply_timer = self._hub.loop.timer(limit)
+            self._reply_timer_limit = limit
+        pending.sleeper = gevent.getcurrent()
+        timer.start(self._wake, pending)
+        try:
+            self._hub.switch()
+        finally:
+            timer.stop()
+            pending.sleeper = None
+
+    @staticmethod
+    def _wake(pending: _Pending) -> None:
+        """Resume the greenlet sleeping on ``pending`` (runs in the hub; later calls do nothing)."""
+        sleeper = pending.sleeper
+        if sleeper is not None:
+            pending.sleeper = None
+            sleeper.switch()
+
+    def _settle(self, pending: _Pending) -> None:
+        """Mark ``pending`` done and wake its sleeper, if any, from the hub."""
+        pending.done = True
+        if pending.sleeper is not None:
+            self._hub.loop.run_callback(self._wake, pending)
 
     def _start_request(
         self,
@@ -295,12 +336,12 @@ class WebSocketUser(User):
         match: Hashable,
         name: str,
         scheduled_at: float,
-        waiter: gevent.event.Event | None,
+        blocking: bool,
     ) -> _Pending | None:
         connection = self._connection_for_send(name)
         if connection is None:
             return None
-        pending = _Pending(match, name, scheduled_at, waiter)
+        pending = _Pending(match, name, scheduled_at, blocking)
         pendings = self._pending
         first = pendings.get(match)
         if first is None:
@@ -417,7 +458,7 @@ class WebSocketUser(User):
             scheduled_at = perf_counter()
             self._next_tick = scheduled_at + self._interval
         payload = self._next_payload()
-        self._start_request(payload, payload, "echo", scheduled_at, None)
+        self._start_request(payload, payload, "echo", scheduled_at, False)
 
     def _expire_overdue(self, now: float) -> None:
         timeout = self.reply_timeout
@@ -426,7 +467,7 @@ class WebSocketUser(User):
             oldest = next(iter(pendings.values()))
             if now - oldest.scheduled_at < timeout:
                 return
-            if oldest.waiter is not None:
+            if oldest.blocking:
                 return  # a blocking request() times itself out
             self._forget(oldest)
             self.counters.replies_timed_out += 1
@@ -457,9 +498,9 @@ class WebSocketUser(User):
                     exception=None,
                     context={},
                 )
-                if pending.waiter is not None:
+                if pending.blocking:
                     pending.reply = message
-                    pending.waiter.set()
+                    self._settle(pending)
                 if not pendings and (self._stopping or self._retiring):
                     self._drained.set()
                 return
@@ -475,6 +516,14 @@ class WebSocketUser(User):
             waiter.set(received_at)
 
     # Connection life ---------------------------------------------------------
+
+    _start_turn: Any = None
+    """(burst, place) given by the start pacer when Locust started this user with others."""
+
+    def start(self, group: Any) -> Any:
+        """Locust's ``User.start``; the user also takes its turn in the burst it was started in."""
+        self._start_turn = start_pacer(self.environment).join()
+        return super().start(group)
 
     def run(self) -> None:
         """Open the connection, run Locust's task loop while it lives, close it on stop."""
@@ -501,6 +550,9 @@ class WebSocketUser(User):
             self._give_up()
             return
         headers = list((self.headers or {}).items())
+        if self._start_turn is not None:
+            # Users started together connect one after another, not all in the same instant.
+            start_pacer(self.environment).wait_turn(*self._start_turn)
         while not self._stopping:
             name = "connect" if first else "reconnect"
             connection = Connection(
@@ -631,8 +683,8 @@ class WebSocketUser(User):
             while pending is not None:
                 self.counters.replies_lost += 1
                 self._fail(pending.name, closed)
-                if pending.waiter is not None:
-                    pending.waiter.set()
+                if pending.blocking:
+                    self._settle(pending)
                 pending = pending.later
 
     def _ping_forever(self, connection: Connection) -> None:
