@@ -47,7 +47,7 @@ def test_headless_run_counts_equal_the_servers_counters():
     assert echo["total_content_length"] == truth["bytes_received"] == truth["bytes_sent"]
     n = echo["num_requests"]
     assert f"  messages     {n:,} sent, {n:,} received (0 pushed)" in result.stderr
-    assert "  replies      0 timed out, 0 lost on close, 0 in flight at stop" in result.stderr
+    assert "  replies      0 timed out (0 came late), 0 lost on close, 0 in flight at stop; 0 duplicated, 0 out of order" in result.stderr
 
 
 def test_server_killed_mid_run_is_counted_as_reconnects_and_the_run_ends_on_time():

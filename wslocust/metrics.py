@@ -49,6 +49,9 @@ class WsCounters:
     closed: int = 0
     """Connections closed by the user (stop, churn)."""
     messages_sent: int = 0
+    sends_late: int = 0
+    """Periodic messages sent more than 2 ms after their tick (the generator fell behind); their
+    latency counts from the tick."""
     messages_received: int = 0
     """All data messages received: replies and unsolicited ones."""
     unsolicited_received: int = 0
@@ -62,6 +65,12 @@ class WsCounters:
     """Requests whose connection closed before the reply came."""
     replies_in_flight_at_stop: int = 0
     """Requests still unanswered when their user stopped (not failures)."""
+    replies_late: int = 0
+    """Echoes of default payloads that came after their request had timed out (counted there too)."""
+    replies_duplicated: int = 0
+    """Echoes of default payloads whose request had already been answered."""
+    replies_out_of_order: int = 0
+    """Echoes of default payloads that came after an echo of a later message on the same connection."""
 
     def merge(self, other: WsCounters) -> WsCounters:
         """Add ``other`` into this one and return it; associative and commutative."""

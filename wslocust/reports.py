@@ -227,11 +227,13 @@ def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dic
         f"  messages     {t['messages_sent']:,} sent, {t['messages_received']:,} received "
         f"({t['unsolicited_received']:,} pushed); {format_bytes(t['bytes_sent'])} out, "
         f"{format_bytes(t['bytes_received'])} in"
-        + (f"; {run['msg_rate']:,.0f} received/s at full connections" if run["msg_rate"] is not None else ""),
+        + (f"; {run['msg_rate']:,.0f} received/s at full connections" if run["msg_rate"] is not None else "")
+        + (f"; {t['sends_late']:,} periodic sends > 2 ms behind schedule" if t["sends_late"] else ""),
         f"  latency      {_round_trip(round_trip)} (whole run)",
         (
-            f"  replies      {t['replies_timed_out']:,} timed out, {t['replies_lost']:,} lost on close, "
-            f"{t['replies_in_flight_at_stop']:,} in flight at stop"
+            f"  replies      {t['replies_timed_out']:,} timed out ({t['replies_late']:,} came late), "
+            f"{t['replies_lost']:,} lost on close, {t['replies_in_flight_at_stop']:,} in flight at stop; "
+            f"{t['replies_duplicated']:,} duplicated, {t['replies_out_of_order']:,} out of order"
         ),
     ]
     generator = []

@@ -51,6 +51,14 @@ logger = logging.getLogger(__name__)
 
 perf_counter = time.perf_counter
 
+SEND_SLACK = 0.002
+"""Seconds a periodic message may leave before or after its tick and still be timed from its
+send: gevent's timers fire up to ~1 ms late (libev waits in whole milliseconds). A later send
+means the generator fell behind; it is counted in ``sends_late`` and timed from its tick."""
+
+TIMED_OUT_REMEMBERED = 10_000
+"""Timed-out echoes per connection whose late reply is still recognised as late (not duplicated)."""
+
 
 class ConnectionState(enum.Enum):
     """Where a user's connection is in its life."""
@@ -66,14 +74,16 @@ class ConnectionState(enum.Enum):
 class _Pending:
     """A request waiting for its reply."""
 
-    __slots__ = ("blocking", "done", "key", "later", "name", "reply", "scheduled_at", "sleeper")
+    __slots__ = ("blocking", "done", "key", "later", "name", "reply", "scheduled_at", "sequence", "sleeper")
 
-    def __init__(self, key: Hashable, name: str, scheduled_at: float, blocking: bool) -> None:
+    def __init__(self, key: Hashable, name: str, scheduled_at: float, blocking: bool, sequence: int) -> None:
         self.key = key
         self.name = name
         self.scheduled_at = scheduled_at
         self.blocking = blocking
         """A :meth:`WebSocketUser.request` call waits for it (and times it out itself)."""
+        self.sequence = sequence
+        """The user's sequence number in the payload (default echo payloads), else 0."""
         self.done = False
         """Answered, or failed because the connection closed."""
         self.sleeper: Any = None
@@ -189,6 +199,9 @@ class WebSocketUser(User):
         self._fire = environment.events.request.fire
         self._pending: dict[Hashable, _Pending] = {}
         self._sequence = 0
+        # Message integrity of the default echo payloads, per connection.
+        self._highest_replied = 0
+        self._timed_out_sequences: dict[int, bool] = {}  # insertion-ordered: the oldest go first
         self._ready = gevent.event.Event()  # first connect done, or given up
         self._open = gevent.event.Event()
         self._drained = gevent.event.Event()
@@ -271,7 +284,8 @@ class WebSocketUser(User):
         """
         if payload is None:
             payload = self._next_payload()
-        return self.request(payload, match=payload, name=name, timeout=timeout)
+            return self._round_trip(payload, payload, name, timeout, self._sequence)
+        return self._round_trip(payload, payload, name, timeout, 0)
 
     def request(
         self, payload: str | bytes, match: Hashable, name: str = "request", timeout: float | None = None
@@ -286,7 +300,12 @@ class WebSocketUser(User):
         Returns:
             The reply, or None if it failed (the failure is recorded).
         """
-        pending = self._start_request(payload, match, name, perf_counter(), True)
+        return self._round_trip(payload, match, name, timeout, 0)
+
+    def _round_trip(
+        self, payload: str | bytes, match: Hashable, name: str, timeout: float | None, sequence: int
+    ) -> Any:
+        pending = self._start_request(payload, match, name, perf_counter(), True, sequence)
         if pending is None:
             return None
         limit = self.reply_timeout if timeout is None else timeout
@@ -295,9 +314,17 @@ class WebSocketUser(User):
         if pending.done:
             return pending.reply
         if self._forget(pending):
-            self.counters.replies_timed_out += 1
-            self._fail(name, ReceiveTimeout(f"no reply within {limit:g} s"), response_time=limit * 1000)
+            self._time_out(pending, limit)
         return None
+
+    def _time_out(self, pending: _Pending, limit: float) -> None:
+        self.counters.replies_timed_out += 1
+        if pending.sequence:
+            timed_out = self._timed_out_sequences
+            timed_out[pending.sequence] = True
+            if len(timed_out) > TIMED_OUT_REMEMBERED:
+                del timed_out[next(iter(timed_out))]
+        self._fail(pending.name, ReceiveTimeout(f"no reply within {limit:g} s"), response_time=limit * 1000)
 
     def _sleep_until_done(self, pending: _Pending, limit: float) -> None:
         # A bare switch to the hub, woken by _wake: an Event and a Timeout per round
@@ -337,11 +364,12 @@ class WebSocketUser(User):
         name: str,
         scheduled_at: float,
         blocking: bool,
+        sequence: int = 0,
     ) -> _Pending | None:
         connection = self._connection_for_send(name)
         if connection is None:
             return None
-        pending = _Pending(match, name, scheduled_at, blocking)
+        pending = _Pending(match, name, scheduled_at, blocking, sequence)
         pendings = self._pending
         first = pendings.get(match)
         if first is None:
@@ -444,10 +472,9 @@ class WebSocketUser(User):
         if self._interval <= 0:
             self._next_tick = perf_counter() + 3600.0
             return
-        # Open loop: the schedule advances whether or not replies came back,
-        # and latency counts from the tick, so a late send is a slow message.
+        # Open loop: the schedule advances whether or not replies came back.
         scheduled_at = self._next_tick
-        if scheduled_at > perf_counter():
+        if scheduled_at > perf_counter() + SEND_SLACK:
             return  # Locust runs a task before the first wait: the first tick is still ahead
         self._next_tick = scheduled_at + self._interval
         self._expire_overdue(perf_counter())
@@ -458,7 +485,15 @@ class WebSocketUser(User):
             scheduled_at = perf_counter()
             self._next_tick = scheduled_at + self._interval
         payload = self._next_payload()
-        self._start_request(payload, payload, "echo", scheduled_at, False)
+        sent_at = perf_counter()
+        if sent_at - scheduled_at > SEND_SLACK:
+            # The generator fell behind its schedule: the wait counts as latency, as the
+            # message's sender would have seen it (no coordinated omission).
+            self.counters.sends_late += 1
+        else:
+            # Within the event loop's timer granularity of the tick: time the server, not the timer.
+            scheduled_at = sent_at
+        self._start_request(payload, payload, "echo", scheduled_at, False, self._sequence)
 
     def _expire_overdue(self, now: float) -> None:
         timeout = self.reply_timeout
@@ -470,8 +505,7 @@ class WebSocketUser(User):
             if oldest.blocking:
                 return  # a blocking request() times itself out
             self._forget(oldest)
-            self.counters.replies_timed_out += 1
-            self._fail(oldest.name, ReceiveTimeout(f"no reply within {timeout:g} s"), response_time=timeout * 1000)
+            self._time_out(oldest, timeout)
 
     # Receiving (runs in the session greenlet) --------------------------------
 
@@ -490,6 +524,12 @@ class WebSocketUser(User):
             if pending is not None:
                 if pending.later is not None:
                     pendings[key] = pending.later
+                sequence = pending.sequence
+                if sequence:
+                    if sequence < self._highest_replied:
+                        counters.replies_out_of_order += 1
+                    else:
+                        self._highest_replied = sequence
                 self._fire(
                     request_type="WS",
                     name=pending.name,
@@ -504,11 +544,27 @@ class WebSocketUser(User):
                 if not pendings and (self._stopping or self._retiring):
                     self._drained.set()
                 return
+        if type(message) is str and message[:1].isdigit() and self._is_late_or_duplicate(message):
+            return
         counters.unsolicited_received += 1
         try:
             self.on_message(message)
         except Exception as exc:  # noqa: BLE001 - a bug in a hook must not take the connection down
             self._report_user_error(exc)
+
+    def _is_late_or_duplicate(self, message: str) -> bool:
+        """Count an echo of one of our default payloads that answers no pending request."""
+        head, colon, padding = message.partition(":")
+        if not colon or not head.isdigit() or padding.strip("x"):
+            return False
+        sequence = int(head)
+        if not 0 < sequence <= self._sequence or len(message) != max(self.message_size, len(head) + 1):
+            return False
+        if self._timed_out_sequences.pop(sequence, False):
+            self.counters.replies_late += 1
+        else:
+            self.counters.replies_duplicated += 1
+        return True
 
     def _on_pong(self, data: bytes, received_at: float) -> None:
         waiter = self._pongs.pop(data, None)
@@ -597,6 +653,8 @@ class WebSocketUser(User):
             )
             first = False
             failed_attempts = 0
+            self._highest_replied = 0
+            self._timed_out_sequences.clear()  # their replies cannot come on a new connection
             self.connection = connection
             self._set_state(ConnectionState.OPEN)
             self._open.set()
