@@ -24,13 +24,13 @@ from wslocust import frames
 from wslocust.frames import OP_TEXT, FrameParser, serialize_frame
 from wslocust.protocol import ClientProtocol
 
+__all__ = ["main", "measure"]
+
 MESSAGE = "x" * 64
 WIRE = serialize_frame(OP_TEXT, MESSAGE.encode())
 
 
-def measure(
-    function: Callable[[], object], iterations: int, rounds: int = 40
-) -> tuple[float, float]:
+def measure(function: Callable[[], object], iterations: int, rounds: int = 40) -> tuple[float, float]:
     """
     Time ``iterations`` calls, split into ``rounds`` rounds.
 
@@ -68,9 +68,7 @@ def main(iterations: int = 200_000) -> None:
     def receive() -> object:
         return protocol.receive_data(WIRE)
 
-    print(
-        f"{iterations} iterations each, masking with {masker}; best round of 40 (mean)"
-    )
+    print(f"{iterations} iterations each, masking with {masker}; best round of 40 (mean)")
     report("send_text, 64-byte masked text frame", send, iterations)
     report("receive_data, 64-byte text frame -> str", receive, iterations)
     report(

@@ -43,6 +43,8 @@ from typing import IO, Any
 
 import psutil
 
+__all__ = ["main"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -222,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Figures ------------------------------------------------------------------------------
     servers = [json.loads(next(line for line in reversed(c.stdout) if line.startswith("{"))) for c in children[:-1]]
-    truth = {key: sum(s[key] for s in servers) for key in ("connections_accepted", "messages_received", "messages_sent")}
+    truth = {
+        key: sum(s[key] for s in servers) for key in ("connections_accepted", "messages_received", "messages_sent")
+    }
     decoder, text, index, documents = json.JSONDecoder(), "\n".join(locust.stdout), 0, []
     while index < len(text):
         if text[index].isspace():

@@ -38,6 +38,8 @@ from locust.stats import calculate_response_time_percentile
 from wslocust import WebSocketUser
 from wslocust.bucketing import bucket_response_time
 
+__all__ = ["main"]
+
 PERCENTILES = (0.1, 0.25, 0.5, 0.9, 0.95, 0.99)
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,12 +1,25 @@
-// A fast WebSocket echo server for benchmarks/echo_throughput.py.
+// A fast WebSocket echo server for the benchmarks (python -m benchmarks).
 //
 // Echoes every data message back with its opcode (text stays text, binary
-// stays binary) and counts what it receives and sends. GET /stats on the same
-// port answers the counters as JSON; any other plain HTTP request gets 404.
-// Prints "listening <port>" on stdout once it accepts connections.
+// stays binary) and counts what it receives and sends. On the same port:
 //
-// Usage: node node_echo_server.js [--host 127.0.0.1] [--port 0]
-// Needs the "ws" package on NODE_PATH (echo_throughput.py installs it into
+//   GET /stats           the counters as JSON
+//   GET /latency         with --record-latency: percentiles (ms) of the time from
+//                        receiving each message to sending its echo ("echo"), and
+//                        from accepting each TCP connection to writing its 101
+//                        ("handshake"): the server-side truth the clients' figures
+//                        are compared with
+//   POST /latency/reset  forget the recorded times
+//
+// Any other plain HTTP request gets 404. Prints "listening <port>" on stdout
+// once it accepts connections.
+//
+// Usage: node node_echo_server.js [--host 127.0.0.1] [--port 0] [--hold-ms 0]
+//                                 [--record-latency]
+//   --hold-ms N        hold each echo N ms (setTimeout) before sending it
+//   --record-latency   record the times above (off by default: at 100,000
+//                      messages/s the recording itself costs the server CPU)
+// Needs the "ws" package on NODE_PATH (benchmarks/servers.py installs it into
 // benchmarks/.node/ and sets NODE_PATH).
 
 "use strict";
@@ -19,8 +32,20 @@ function option(name, fallback) {
   return index >= 0 && index + 1 < process.argv.length ? process.argv[index + 1] : fallback;
 }
 
+function number(name, fallback, minimum) {
+  const text = option(name, String(fallback));
+  const value = Number(text);
+  if (!Number.isFinite(value) || value < minimum) {
+    process.stderr.write(`node_echo_server: ${name}: ${JSON.stringify(text)} is not a number >= ${minimum}\n`);
+    process.exit(2);
+  }
+  return value;
+}
+
 const host = option("--host", "127.0.0.1");
-const port = Number(option("--port", "0"));
+const port = number("--port", 0, 0);
+const holdMs = number("--hold-ms", 0, 0);
+const recordLatency = process.argv.includes("--record-latency");
 
 const counters = {
   connections_opened: 0,
@@ -31,34 +56,146 @@ const counters = {
   bytes_sent: 0,
 };
 
+// Recorded times in milliseconds. Capped so that a long run cannot exhaust
+// memory; samples past the cap are counted as dropped, and the report says so.
+const MAX_SAMPLES = 2_000_000;
+
+class Samples {
+  constructor() {
+    this.values = new Float64Array(1024);
+    this.count = 0;
+    this.dropped = 0;
+  }
+
+  add(value) {
+    if (this.count === this.values.length) {
+      if (this.count >= MAX_SAMPLES) {
+        this.dropped += 1;
+        return;
+      }
+      const grown = new Float64Array(Math.min(MAX_SAMPLES, this.values.length * 2));
+      grown.set(this.values);
+      this.values = grown;
+    }
+    this.values[this.count] = value;
+    this.count += 1;
+  }
+
+  reset() {
+    this.count = 0;
+    this.dropped = 0;
+  }
+
+  // The same rank as Locust's percentiles and the benchmark's: sorted[floor(n * p)].
+  summary() {
+    const n = this.count;
+    if (n === 0) {
+      return { count: 0, dropped: this.dropped, p50: null, p95: null, p99: null, min: null, max: null, mean: null };
+    }
+    const sorted = this.values.slice(0, n).sort();
+    const at = (p) => sorted[Math.min(n - 1, Math.floor(n * p))];
+    let total = 0;
+    for (let i = 0; i < n; i += 1) {
+      total += sorted[i];
+    }
+    return {
+      count: n,
+      dropped: this.dropped,
+      p50: at(0.5),
+      p95: at(0.95),
+      p99: at(0.99),
+      min: sorted[0],
+      max: sorted[n - 1],
+      mean: total / n,
+    };
+  }
+}
+
+const echoTimes = new Samples();
+const handshakeTimes = new Samples();
+const ACCEPTED_AT = Symbol("acceptedAt");
+
+function elapsedMs(since) {
+  return Number(process.hrtime.bigint() - since) / 1e6;
+}
+
+function sendJson(response, status, body) {
+  const text = JSON.stringify(body);
+  response.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
+  response.end(text);
+}
+
 const server = http.createServer((request, response) => {
   if (request.method === "GET" && request.url === "/stats") {
-    const body = JSON.stringify({
+    // process.cpuUsage() covers every thread of the process, in microseconds.
+    const cpu = process.cpuUsage();
+    sendJson(response, 200, {
       ...counters,
       connections_open: counters.connections_opened - counters.connections_closed,
-      // process.cpuUsage() covers every thread of the process, in microseconds.
-      cpu_user_seconds: process.cpuUsage().user / 1e6,
-      cpu_system_seconds: process.cpuUsage().system / 1e6,
+      cpu_user_seconds: cpu.user / 1e6,
+      cpu_system_seconds: cpu.system / 1e6,
+      hold_ms: holdMs,
+      pid: process.pid,
     });
-    response.writeHead(200, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) });
-    response.end(body);
+    return;
+  }
+  if (request.method === "GET" && request.url === "/latency") {
+    sendJson(response, 200, {
+      recording: recordLatency,
+      hold_ms: holdMs,
+      echo: echoTimes.summary(),
+      handshake: handshakeTimes.summary(),
+    });
+    return;
+  }
+  if (request.method === "POST" && request.url === "/latency/reset") {
+    echoTimes.reset();
+    handshakeTimes.reset();
+    sendJson(response, 200, { reset: true });
     return;
   }
   response.writeHead(404, { "Content-Type": "text/plain" });
   response.end("not found\n");
 });
 
+if (recordLatency) {
+  // The TCP connection as accepted from the kernel, before any byte of the upgrade is read.
+  server.on("connection", (socket) => {
+    socket[ACCEPTED_AT] = process.hrtime.bigint();
+  });
+}
+
 // No compression: the benchmark measures framing, not zlib.
 const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: 1 << 20 });
 
-wss.on("connection", (socket) => {
+function echo(socket, data, isBinary, receivedAt) {
+  if (socket.readyState !== socket.OPEN) {
+    return;
+  }
+  socket.send(data, { binary: isBinary });
+  counters.messages_sent += 1;
+  counters.bytes_sent += data.length;
+  if (receivedAt !== undefined) {
+    // ws writes small frames to the socket synchronously: this is when the echo left.
+    echoTimes.add(elapsedMs(receivedAt));
+  }
+}
+
+wss.on("connection", (socket, request) => {
   counters.connections_opened += 1;
+  // ws emits "connection" right after writing the 101 response.
+  if (recordLatency && request.socket[ACCEPTED_AT] !== undefined) {
+    handshakeTimes.add(elapsedMs(request.socket[ACCEPTED_AT]));
+  }
   socket.on("message", (data, isBinary) => {
+    const receivedAt = recordLatency ? process.hrtime.bigint() : undefined;
     counters.messages_received += 1;
     counters.bytes_received += data.length;
-    socket.send(data, { binary: isBinary });
-    counters.messages_sent += 1;
-    counters.bytes_sent += data.length;
+    if (holdMs > 0) {
+      setTimeout(echo, holdMs, socket, data, isBinary, receivedAt);
+    } else {
+      echo(socket, data, isBinary, receivedAt);
+    }
   });
   socket.on("close", () => {
     counters.connections_closed += 1;

@@ -266,9 +266,7 @@ class Process:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: str) -> None:
         self.name = name
         self.argv = argv
-        self.popen = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        self.popen = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._readers = [
@@ -329,6 +327,8 @@ class Host:
     address: str
     root: Path
     """The folder standing for the file system of the pod on this host."""
+    port: str = ""
+    """Its veth on the hub's bridge: the switch port its cable plugs into."""
 
 
 class Cluster:
@@ -388,7 +388,7 @@ class Cluster:
         self._ip("-n", namespace, "link", "set", "eth0", "up")
         root = self._folder / name
         root.mkdir()
-        host = Host(name, namespace, address, root)
+        host = Host(name, namespace, address, root, port=veth)
         self.hosts[name] = host
         for alias in aliases:
             self.aliases[alias] = name
@@ -439,6 +439,50 @@ class Cluster:
         self.processes.append(process)
         self.log(f"{process.name}: {shlex.join(spec.argv)}" + (f"  (env {overrides})" if overrides else ""))
         return process
+
+    def run(self, host: Host, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
+        """Start ``argv`` on ``host`` (not a pod: any command), with output collected; stopped by :meth:`close`."""
+        bin_folder = str(Path(sys.executable).parent)
+        environment = {
+            "PATH": f"{bin_folder}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(host.root),
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(REPO_ROOT),
+            **(env or {}),
+        }
+        process = Process(
+            f"{name}@{host.name}", ["ip", "netns", "exec", host.namespace, *argv], environment, str(REPO_ROOT)
+        )
+        self.processes.append(process)
+        self.log(f"{process.name}: {shlex.join(argv)}")
+        return process
+
+    def partition(self, first: Host, second: Host) -> None:
+        """
+        Cut ``first`` off from ``second``, both ways, in the switch: their frames
+        to each other are silently dropped, as by a broken network between them,
+        while both still reach every other host and see their own link up.
+
+        It isolates both bridge ports (Linux bridge ``isolated``: isolated ports
+        forward only to non-isolated ones), so hosts cut this way are all cut
+        from each other: cut one pair at a time. :meth:`heal` undoes it.
+        """
+        for host in (first, second):
+            self._bridge("link", "set", "dev", host.port, "isolated", "on")
+        self.log(f"partition: {first.name} <-/-> {second.name}")
+
+    def heal(self, *hosts: Host) -> None:
+        """Undo :meth:`partition` for ``hosts``: every host when none is given."""
+        for host in hosts or tuple(self.hosts.values()):
+            self._bridge("link", "set", "dev", host.port, "isolated", "off")
+        self.log(f"healed: {', '.join(host.name for host in hosts) or 'every host'}")
+
+    def _bridge(self, *args: str) -> None:
+        result = subprocess.run(
+            ["bridge", "-n", self.hub, *args], capture_output=True, text=True, timeout=30, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"bridge {' '.join(args)}: {result.stderr.strip()}")
 
     def execute(self, host: Host, argv: list[str], timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
         """Run a short command on ``host`` and return its result."""
@@ -764,8 +808,12 @@ def main(argv: list[str] | None = None) -> int:
     if result.spread_after_join:
         print(f"after a worker joined:   {result.spread_after_join}")
     print(f"master exit code:        {result.master_exit_code}")
-    print(f"connects (master):       {connect.get('num_requests')}   server accepted: {server.get('connections_accepted')}")
-    print(f"messages sent (master):  {result.totals.get('messages_sent')}   server received: {server.get('messages_received')}")
+    print(
+        f"connects (master):       {connect.get('num_requests')}   server accepted: {server.get('connections_accepted')}"
+    )
+    print(
+        f"messages sent (master):  {result.totals.get('messages_sent')}   server received: {server.get('messages_received')}"
+    )
     print(f"echoes (master):         {echo.get('num_requests')}   server sent:     {server.get('messages_sent')}")
     print("\n".join(line for line in result.master_log if "wslocust:" in line))
     return 0 if result.master_exit_code == 0 else 1

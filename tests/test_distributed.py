@@ -102,13 +102,16 @@ def test_the_rest_api_controls_a_distributed_run_that_survives_a_killed_worker()
             wait_for(lambda: server.stats()["connections_open"] == 0, timeout=20)
             master.send_signal(signal.SIGTERM)
             _, stderr = master.communicate(timeout=30)
-            workers[1].wait(timeout=30)
+            survivor_code = workers[1].wait(timeout=30)
         finally:
             for process in (master, *workers):
                 process.kill()
                 process.wait()
     assert "is missing (no heartbeat): its last report" in stderr, stderr[-3000:]
     assert "the WebSocket totals include the last report of 1 missing worker" in stderr
+    # No crash and no traceback on either side of the kill (issue 7).
+    assert master.returncode == 0 and survivor_code == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
 
 
 def _quietly(call):

@@ -15,6 +15,7 @@ from locust.util.load_locustfile import load_locustfile
 from wslocust import AT_ONCE, Churn, ConfigurationError, RampUp, Spike, Stage, Stages, Sustained, Wave
 from wslocust import shapes as shapes_module
 from wslocust.settings import PROFILES, Schedule, scenario_option, schedule, time_scale
+from wslocust.shapes import AT_ONCE_RATE_FACTOR as ONCE
 
 
 def run_with(**options):
@@ -60,7 +61,7 @@ def test_ramp_up_of_zero_opens_every_connection_at_once():
     class AllAtOnce(GradualRampUp):
         ramp_up = 0
 
-    assert ticks(AllAtOnce(), [0, 29.9, 30]) == [(1000, 1000.0), (1000, 1000.0), None]
+    assert ticks(AllAtOnce(), [0, 29.9, 30]) == [(1000, 1000.0 * ONCE), (1000, 1000.0 * ONCE), None]
 
 
 def test_the_10k_test_holds_messages_until_the_ramp_is_done():
@@ -92,14 +93,14 @@ def test_spike_opens_everything_in_one_step_and_drops_at_the_end():
         connections = 500
         duration = 10.0
 
-    assert ticks(FiveHundred(), [0, 9.99, 10]) == [(500, 500.0), (500, 500.0), None]
+    assert ticks(FiveHundred(), [0, 9.99, 10]) == [(500, 500.0 * ONCE), (500, 500.0 * ONCE), None]
 
     class WithBaseline(FiveHundred):
         before = 2.0
         after = 3.0
 
     assert ticks(WithBaseline(), [0, 2, 11.99, 12, 14.99, 15]) == [
-        (0, 1.0), (500, 500.0), (500, 500.0), (0, 500.0), (0, 500.0), None,
+        (0, 1.0 * ONCE), (500, 500.0 * ONCE), (500, 500.0 * ONCE), (0, 500.0 * ONCE), (0, 500.0 * ONCE), None,
     ]  # fmt: skip
 
 
@@ -112,7 +113,7 @@ def test_wave_alternates_up_and_down_for_each_cycle():
 
     times = [0, 4.99, 5, 6.99, 7, 11.99, 12, 13.99, 14]
     assert ticks(Waves(), times) == [
-        (200, 200.0), (200, 200.0), (0, 200.0), (0, 200.0), (200, 200.0), (200, 200.0), (0, 200.0), (0, 200.0), None,
+        (200, 200.0 * ONCE), (200, 200.0 * ONCE), (0, 200.0 * ONCE), (0, 200.0 * ONCE), (200, 200.0 * ONCE), (200, 200.0 * ONCE), (0, 200.0 * ONCE), (0, 200.0 * ONCE), None,
     ]  # fmt: skip
     assert Waves().plan().intervals == [0.1] * 4
 
@@ -139,7 +140,7 @@ def test_sustained_and_churn_hold_their_connections_for_the_duration():
     class HighLoad(Sustained):
         pass
 
-    assert ticks(HighLoad(), [0, 29.9, 30]) == [(2000, 2000.0), (2000, 2000.0), None]
+    assert ticks(HighLoad(), [0, 29.9, 30]) == [(2000, 2000.0 * ONCE), (2000, 2000.0 * ONCE), None]
     assert HighLoad().plan().intervals == [0.01]
 
     class ConstantChurn(Churn):
@@ -149,7 +150,7 @@ def test_sustained_and_churn_hold_their_connections_for_the_duration():
     shape.runner = run_with(ws_time_scale="0.1")
     plan = shape.plan()
     assert plan.lifetime == pytest.approx(1.0)
-    assert plan.ticks == [(100, 100.0)]
+    assert plan.ticks == [(100, 100.0 * ONCE)]
     assert plan.ends == [pytest.approx(3.0)]
 
 
@@ -166,11 +167,11 @@ class Steps(Stages):
 
 
 def test_stages_compute_the_spawn_rate_that_reaches_each_stage_by_its_end():
-    assert Steps().plan().ticks == [(100, 10.0), (100, 10.0), (500, 400.0), (0, 20.0)]
+    assert Steps().plan().ticks == [(100, 10.0), (100, 10.0), (500, 400.0 * ONCE), (0, 20.0)]
     assert Steps().plan().ends == [10, 70, 75, 105]
     assert Steps().plan().intervals == [None, 1, None, None]
     assert ticks(Steps(), [0, 10, 70, 75, 104.9, 105]) == [
-        (100, 10.0), (100, 10.0), (500, 400.0), (0, 20.0), (0, 20.0), None,
+        (100, 10.0), (100, 10.0), (500, 400.0 * ONCE), (0, 20.0), (0, 20.0), None,
     ]  # fmt: skip
 
 

@@ -42,6 +42,7 @@ from .exceptions import (
     ConfigurationError,
     ConnectError,
     ConnectionClosed,
+    ConnectionFailed,
     ConnectionRefused,
     ConnectTimeout,
     DNSError,
@@ -49,7 +50,7 @@ from .exceptions import (
     WsLocustError,
     connection_closed,
 )
-from .protocol import ClientProtocol, Close, Failure, Ping, Pong
+from .protocol import OPEN, ClientProtocol, Close, Failure, Ping, Pong
 from .uri import WsURI, redact_uri
 
 __all__ = ["Connection", "Proxy", "ssl_context"]
@@ -59,6 +60,11 @@ logger = logging.getLogger(__name__)
 perf_counter = time.perf_counter
 
 RECEIVE_CHUNK = 65536
+
+YIELD_EVERY = 65536
+"""Bytes a receiving greenlet handles before it lets others run. gevent's ``recv`` returns
+without switching while data is waiting, so a server that sends faster than the client
+parses would otherwise hold the process: timers (``-t``), other connections and stops."""
 
 MessageHandler = Callable[[Any, float], None]
 """Called with each received message (``str`` or ``bytes``) and the ``perf_counter()`` time it arrived."""
@@ -82,20 +88,22 @@ class Proxy(NamedTuple):
         Raises:
             ConfigurationError: not an http:// URL with a host.
         """
-        parsed = urllib.parse.urlsplit(url)
         try:
+            parsed = urllib.parse.urlsplit(url)
             port = parsed.port or 8080
-        except ValueError:
-            port = -1
+        except ValueError:  # a port out of range, unbalanced [IPv6] brackets
+            parsed, port = urllib.parse.urlsplit(""), -1
         if parsed.scheme != "http" or not parsed.hostname or port < 1:
-            raise ConfigurationError(
-                f"proxy {redact_uri(url)!r} is not valid; use http://[user:password@]host:port"
-            )
+            raise ConfigurationError(f"proxy {redact_uri(url)!r} is not valid; use http://[user:password@]host:port")
         authorization = None
         if parsed.username is not None:
             credentials = f"{urllib.parse.unquote(parsed.username)}:{urllib.parse.unquote(parsed.password or '')}"
             authorization = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
         return cls(parsed.hostname, port, authorization)
+
+    def __repr__(self) -> str:
+        # The authorization is a credential, merely base64-encoded.
+        return f"Proxy(host={self.host!r}, port={self.port}, authorization={'***' if self.authorization else None})"
 
 
 # One SSL context per process and verification mode: creating one per
@@ -132,6 +140,11 @@ class Connection:
     connection closes) and send from any other.
 
     Callbacks run in the receiving greenlet and must not block.
+
+    ``close_timeout`` bounds each closing handshake: once a close frame was
+    received, or we failed the connection because the server broke the
+    protocol, the server has that many seconds to end TCP before the socket
+    is dropped, so that a server that never closes cannot hold a user.
     """
 
     def __init__(
@@ -143,6 +156,7 @@ class Connection:
         on_close: CloseHandler | None = None,
         max_message_size: int | None = 2**20,
         validate_utf8: bool = True,
+        close_timeout: float = 2.0,
     ) -> None:
         self.uri = uri
         self.subprotocol: str | None = None
@@ -155,7 +169,12 @@ class Connection:
         self._on_pong = on_pong
         self._on_close = on_close
         self._protocol = ClientProtocol(max_message_size=max_message_size, validate_utf8=validate_utf8)
+        self._max_message_size = max_message_size
+        # Once a close frame was sent or received, how long the server has to end TCP.
+        self._close_timeout = close_timeout
+        self._failure: Failure | None = None  # we failed the connection (RFC 6455 §7.1.7)
         self._sock: socket.socket | None = None
+        self._raw_socket: socket.socket | None = None
         self._leftover = b""
         # Frames from several greenlets (a task's send, the receiver's pong)
         # must not interleave when a send blocks half-way on a full buffer.
@@ -195,6 +214,8 @@ class Connection:
             HandshakeError: the server did not accept the upgrade.
         """
         uri = self.uri
+        if uri.authorization is not None and not any(name.lower() == "authorization" for name, _ in headers):
+            headers = [*headers, ("Authorization", uri.authorization)]  # ws://user:password@host/
         try:
             with gevent.Timeout(timeout, False):
                 if proxy is None:
@@ -211,6 +232,9 @@ class Connection:
                     sock.close()
                     raise
                 self._sock = sock
+                # The plain (not TLS) socket underneath gevent's: _write() sends without
+                # gevent's wrapper first.
+                self._raw_socket = sock._sock if type(sock) is gsocket.socket else None
             if self._sock is None:
                 raise ConnectTimeout(f"no connection within {timeout:g} s (connect timeout)")
         except WsLocustError:
@@ -220,7 +244,8 @@ class Connection:
         except ssl.SSLError as exc:
             raise TLSError(f"TLS handshake failed: {exc.reason or exc}") from None
         except socket.gaierror:
-            raise DNSError(f"DNS lookup failed for {uri.host}") from None
+            # Through a proxy, only the proxy's name is looked up here (the proxy resolves the target's).
+            raise DNSError(f"DNS lookup failed for {f'proxy {proxy.host}' if proxy else uri.host}") from None
         except ConnectionRefusedError:
             refused_by = f"proxy {proxy.host}:{proxy.port}" if proxy else uri.host_header
             raise ConnectionRefused(f"connection refused by {refused_by}") from None
@@ -287,34 +312,79 @@ class Connection:
 
     # Sending -----------------------------------------------------------------
 
-    def send_text(self, data: str | bytes) -> int:
-        """Send a text message; ``bytes`` must already be UTF-8. Returns the wire bytes written."""
-        return self._write(self._protocol.send_text(data))
+    def send_text(self, data: str | bytes, *, block: bool = True) -> int:
+        """
+        Send a text message; ``bytes`` must already be UTF-8. Returns the wire bytes written.
 
-    def send_binary(self, data: bytes) -> int:
-        """Send a binary message. Returns the wire bytes written."""
-        return self._write(self._protocol.send_binary(data))
+        With ``block=False`` it never waits (it may run in an event loop callback): what the
+        socket does not take at once is sent by a greenlet of its own, in order.
+        """
+        return self._write(self._protocol.send_text(data), block)
+
+    def send_binary(self, data: bytes, *, block: bool = True) -> int:
+        """Send a binary message (``block`` as for :meth:`send_text`). Returns the wire bytes written."""
+        return self._write(self._protocol.send_binary(data), block)
 
     def send_ping(self, data: bytes = b"") -> int:
         """Send a ping (RFC 6455 §5.5.2); the pong goes to ``on_pong``."""
         return self._write(self._protocol.send_ping(data))
 
-    def _write(self, data: bytes) -> int:
+    def _write(self, data: bytes, block: bool = True) -> int:
         sock = self._sock
         if sock is None or self._closed is not None:
             raise self._closed_error()
-        with self._send_lock:
-            try:
-                # One send() is enough almost always; gevent's sendall() costs an
-                # extra getsockopt() system call per message.
-                sent = sock.send(data)
+        lock = self._send_lock
+        try:
+            if lock.locked():  # another greenlet is blocked half-way through a frame: queue behind it
+                if not block:
+                    gevent.spawn(self._write_rest, data, False)
+                else:
+                    with lock:
+                        sock.sendall(data)
+            else:
+                # One non-blocking send() is enough almost always. Only a partial send
+                # takes the lock (the rest may block); gevent's own send() and sendall()
+                # would cost an extra system call per message.
+                raw = self._raw_socket
+                if raw is None and not block:
+                    # TLS may need to wait even for a first byte: let a greenlet write it all.
+                    lock.acquire()
+                    gevent.spawn(self._write_rest, data, True)
+                    sent = len(data)
+                elif raw is None:
+                    sent = sock.send(data)
+                else:
+                    try:
+                        sent = raw.send(data)
+                    except BlockingIOError:
+                        sent = 0
                 if sent < len(data):
-                    sock.sendall(memoryview(data)[sent:])
-            except OSError:
-                self._lost()
-                raise self._closed_error() from None
+                    rest = memoryview(data)[sent:]
+                    if not block:
+                        lock.acquire()  # free: taken now so that later frames queue behind this one
+                        gevent.spawn(self._write_rest, rest, True)
+                    else:
+                        with lock:
+                            sock.sendall(rest)
+        except OSError:
+            self._lost()
+            raise self._closed_error() from None
         self.bytes_sent += len(data)
         return len(data)
+
+    def _write_rest(self, data: bytes | memoryview, locked: bool) -> None:
+        """Send what a non-blocking write could not, in a greenlet of its own."""
+        lock = self._send_lock
+        if not locked:
+            lock.acquire()
+        try:
+            sock = self._sock
+            if sock is not None:
+                sock.sendall(data)
+        except OSError:
+            self._lost()
+        finally:
+            lock.release()
 
     # Closing -----------------------------------------------------------------
 
@@ -326,7 +396,7 @@ class Connection:
     def _closed_error(self) -> ConnectionClosed:
         # A fresh instance per raise: re-raising one instance grows its traceback.
         closed = self._closed
-        return connection_closed(closed.code, closed.reason) if closed else connection_closed(1006)
+        return type(closed)(closed.code, closed.reason) if closed else connection_closed(1006)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection is closed; True if it is."""
@@ -378,11 +448,14 @@ class Connection:
             return self._closed_error()
         recv = sock.recv
         data, self._leftover = self._leftover, b""
+        closing_deadline = None
+        budget = YIELD_EVERY
         try:
             while True:
                 if data:
                     received_at = perf_counter()
                     self.bytes_received += len(data)
+                    budget -= len(data)
                     for event in receive_data(data):
                         kind = type(event)
                         if kind is str or kind is bytes:
@@ -394,6 +467,20 @@ class Connection:
                                 self._on_pong(event.data, received_at)
                         elif kind is Close or kind is Failure:
                             self._flush(protocol)
+                            if isinstance(event, Failure):  # isinstance for the type checker: closes are rare
+                                self._failure = event
+                if protocol.state is not OPEN:
+                    # Closing (§7.1.1: the server ends TCP first), but not forever.
+                    if closing_deadline is None:
+                        closing_deadline = perf_counter() + self._close_timeout
+                    remaining = closing_deadline - perf_counter()
+                    if remaining <= 0:
+                        protocol.receive_eof()
+                        break
+                    sock.settimeout(remaining)
+                if budget <= 0:
+                    budget = YIELD_EVERY
+                    gevent.sleep(0)
                 data = recv(RECEIVE_CHUNK)
                 if not data:
                     protocol.receive_eof()
@@ -423,7 +510,13 @@ class Connection:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
-        self._finish(connection_closed(code, protocol.close_reason))
+        failure = self._failure
+        if failure is None:
+            self._finish(connection_closed(code, protocol.close_reason))
+        elif failure.code == 1009 and self._max_message_size is not None:
+            self._finish(ConnectionFailed(1009, f"over the {self._max_message_size:,}-byte max_message_size"))
+        else:
+            self._finish(ConnectionFailed(failure.code, failure.reason))
 
     def _finish(self, closed: ConnectionClosed) -> None:
         self._closed = closed

@@ -28,6 +28,10 @@ module adds what a WebSocket run needs on top of it:
 - The end of a run: a quitting master waits for every worker's last report
   (Locust alone waits 0.5 s, less than WebSocket users may take to close),
   so that the totals printed at the end hold the whole run.
+
+- A worker that loses its master (killed, or cut off by the network) stops
+  its users and quits after :data:`MASTER_TIMEOUT` seconds without a
+  heartbeat from it, instead of Locust's 60 s of load that nobody controls.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any, NoReturn
 
 import gevent
 from locust import events
+from locust import runners as locust_runners
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from .addresses import SourceAddresses, check_bindable, parse_source_addresses
@@ -47,6 +52,7 @@ from .metrics import WsCounters
 
 __all__ = [
     "FINAL_REPORT_TIMEOUT",
+    "MASTER_TIMEOUT",
     "MISSING_CHECK_INTERVAL",
     "WorkerReport",
     "next_source_address",
@@ -58,6 +64,12 @@ logger = logging.getLogger("wslocust")
 
 MISSING_CHECK_INTERVAL = 1.0
 """Seconds between the master's looks at its workers' states (Locust's heartbeat interval)."""
+
+MASTER_TIMEOUT = 10
+"""Seconds without a heartbeat from the master after which a worker stops its users and quits.
+Locust waits 60 s, holding its connections and sending messages all along; the master has
+declared such a worker missing after ~3 s (and, with --enable-rebalancing, started its users
+elsewhere), so its load is no longer counted nor controlled. 10 s still rides out a short blip."""
 
 _OPTION = "--ws-source-addresses"
 _ENV = "WS_SOURCE_ADDRESSES"
@@ -402,6 +414,8 @@ def _on_init(environment: Any, **_: Any) -> None:
     elif runner is not None:  # a LocalRunner or a WorkerRunner: it runs users
         if isinstance(runner, WorkerRunner):
             _cache_default_args()
+            # Read by WorkerRunner.heartbeat_timeout_checker at each check: a module global of Locust's.
+            locust_runners.MASTER_HEARTBEAT_TIMEOUT = MASTER_TIMEOUT
         _set_up_source_addresses(environment)
 
 

@@ -15,12 +15,16 @@ The exceptions wslocust raises, all rooted at :class:`WsLocustError`::
      └── ConnectionClosed                       the connection is closed
           ├── ConnectionClosedOK                ... with code 1000 or 1001
           └── ConnectionClosedError             ... any other way
+               └── ConnectionFailed             ... by us, because the server broke
+                                                    RFC 6455 (also ProtocolError)
 
 Each message is stable across connections (no ports, no sequence numbers), so
 that Locust's Failures tab groups identical faults into one row.
 """
 
 from __future__ import annotations
+
+from .redaction import redact_text
 
 __all__ = [
     "ConfigurationError",
@@ -29,6 +33,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionFailed",
     "ConnectionRefused",
     "DNSError",
     "HandshakeError",
@@ -41,7 +46,16 @@ __all__ = [
 
 
 class WsLocustError(Exception):
-    """Base class of every exception wslocust raises."""
+    """
+    Base class of every exception wslocust raises.
+
+    Its message is redacted (:func:`wslocust.redaction.redact_text`): it may
+    quote a URL or text chosen by the server (a status reason, a close reason),
+    and it reaches logs, Locust's Failures tab, CSV files and reports.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_text(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigurationError(WsLocustError, ValueError):
@@ -124,6 +138,23 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """The connection was closed abnormally (any code but 1000 and 1001, or dropped)."""
+
+
+class ConnectionFailed(ConnectionClosedError, ProtocolError):
+    """
+    We failed the connection (RFC 6455 §7.1.7) because of what the server
+    sent: a frame that breaks the protocol (``code`` 1002), invalid UTF-8 in
+    a text message (1007) or a message over ``max_message_size`` (1009).
+
+    ``code`` is the close code we sent, ``reason`` what the server did, e.g.
+    ``ConnectionFailed(1002, "reserved opcode")``: "protocol error: reserved
+    opcode (1002)". Being a :class:`ProtocolError` too, it is categorised
+    as one rather than as a close by the server.
+    """
+
+    def _describe(self) -> str:
+        what = "message too big" if self.code == 1009 else "protocol error"
+        return f"{what}: {self.reason} ({self.code})"
 
 
 def connection_closed(code: int, reason: str = "") -> ConnectionClosed:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from wslocust.exceptions import ConfigurationError, HandshakeError
+from wslocust.redaction import is_secret_header, redact_uri
 
 __all__ = [
     "Response",
@@ -113,7 +114,7 @@ def build_request(
             header that the handshake itself controls.
     """
     if not resource.startswith("/") or not _is_visible_ascii(resource):
-        raise ConfigurationError(f"invalid request resource: {resource!r}")
+        raise ConfigurationError(f"invalid request resource: {redact_uri(resource)!r}")
     lines = [
         f"GET {resource} HTTP/1.1",
         f"Host: {_check_value('Host', host)}",
@@ -146,7 +147,10 @@ def _is_visible_ascii(text: str) -> bool:
 
 def _check_value(name: str, value: str) -> str:
     if _FORBIDDEN_IN_VALUE.search(value):
-        raise ConfigurationError(f"invalid value for header {name}: {value!r}")
+        shown = "***" if is_secret_header(name) else repr(value)  # never quote a credential
+        raise ConfigurationError(
+            f"invalid value for header {name}: {shown} (CR, LF and control characters are not allowed)"
+        )
     return value
 
 

@@ -16,12 +16,23 @@ import os
 import resource
 from typing import Any
 
+import gevent
 from locust import events
 from locust.runners import WorkerRunner
 
 from . import distributed
 from .exceptions import ConfigurationError
 from .metrics import REPORT_KEY, WsCounters
+from .redaction import (
+    RedactedStderr,
+    RedactSecrets,
+    add_concealed_targets,
+    conceal_uri,
+    concealed_targets,
+    is_secret_header,
+    register_secret,
+    register_uri_secrets,
+)
 from .settings import stop_at_start
 from .uri import parse_uri
 
@@ -29,6 +40,7 @@ __all__ = [
     "DEFAULT_MESSAGE_INTERVAL_MS",
     "DEFAULT_TARGET",
     "aggregate_counters",
+    "conceal_targets",
     "counters",
     "default_target",
     "message_interval",
@@ -149,9 +161,11 @@ def _on_init(environment: Any, **_: Any) -> None:
     _environments.append(environment)
     counters(environment)
     _raise_open_files_limit()
+    _keep_secrets_out_of_output(environment)
     if isinstance(environment.runner, WorkerRunner):
         return  # the master decides the target and sends it with each spawn message
     explicit = environment.host or os.environ.get("WS_SERVER_URL")
+    _check_user_class_urls(environment, check_host=not explicit)
     if not explicit and any(getattr(cls, "host", None) for cls in environment.user_classes):
         return
     if explicit:
@@ -160,9 +174,88 @@ def _on_init(environment: Any, **_: Any) -> None:
         except ConfigurationError as exc:
             source = "--host" if environment.host else "WS_SERVER_URL"
             stop_at_start(environment, f"wslocust: {source}: {exc}")
-        environment.host = explicit
+        environment.host = conceal_uri(explicit)
         return
     _start_embedded_server(environment)
+
+
+# Secrets ---------------------------------------------------------------------
+
+_CONCEALED_TARGETS = "ws_concealed_targets"
+"""The parsed option that carries the master's concealed targets to its workers, in every spawn message."""
+
+
+def _keep_secrets_out_of_output(environment: Any) -> None:
+    """
+    Hide the run's credentials from every output (see :mod:`wslocust.redaction`):
+    targets are concealed where Locust keeps them, header values and proxy
+    credentials are registered as secrets, and every log handler redacts them.
+    """
+    conceal_targets(environment)
+    for user_class in environment.user_classes:
+        for name, value in (getattr(user_class, "headers", None) or {}).items():
+            if is_secret_header(name):
+                register_secret(str(value))
+        proxy = getattr(user_class, "proxy", None)
+        if isinstance(proxy, str):
+            register_uri_secrets(proxy)
+    handlers = list(logging.getLogger().handlers)
+    for known in list(logging.Logger.manager.loggerDict.values()):
+        handlers.extend(getattr(known, "handlers", ()))
+    for handler in handlers:
+        if not any(isinstance(existing, RedactSecrets) for existing in handler.filters):
+            handler.addFilter(RedactSecrets())
+    hub = gevent.get_hub()
+    if not isinstance(hub.exception_stream, RedactedStderr):
+        hub.exception_stream = RedactedStderr()
+
+
+def conceal_targets(environment: Any) -> None:
+    """Replace each WebSocket target Locust holds, and may show, by its concealed form."""
+    if _is_websocket_url(environment.host):
+        environment.host = conceal_uri(environment.host)
+    options = environment.parsed_options
+    if options is not None and _is_websocket_url(getattr(options, "host", None)):
+        options.host = conceal_uri(options.host)
+    classes = {*environment.user_classes, *(environment.available_user_classes or {}).values()}
+    for user_class in classes:
+        if _is_websocket_url(getattr(user_class, "host", None)):
+            user_class.host = conceal_uri(user_class.host)
+
+
+def _is_websocket_url(value: Any) -> bool:
+    return isinstance(value, str) and value.lstrip().lower().startswith(("ws://", "wss://"))
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_: Any) -> None:
+    # Locust's test_start comes before any user is spawned, after a host typed in the
+    # web UI's start form was set. A worker's comes after the spawn message's options.
+    options = environment.parsed_options
+    if isinstance(environment.runner, WorkerRunner):
+        add_concealed_targets(getattr(options, _CONCEALED_TARGETS, None) or {})
+        return
+    conceal_targets(environment)
+    if options is not None:
+        setattr(options, _CONCEALED_TARGETS, concealed_targets())
+
+
+def _check_user_class_urls(environment: Any, *, check_host: bool) -> None:
+    """Stop at start, with one line, on a WebSocketUser's invalid ``host`` or ``proxy``, rather than fail each user."""
+    from .connection import Proxy
+    from .user import WebSocketUser
+
+    for user_class in environment.user_classes:
+        if not (isinstance(user_class, type) and issubclass(user_class, WebSocketUser)):
+            continue
+        for attribute, check in (("host", parse_uri), ("proxy", Proxy.from_url)):
+            value = getattr(user_class, attribute, None)
+            if not value or (attribute == "host" and not check_host):
+                continue
+            try:
+                check(value)
+            except ConfigurationError as exc:
+                stop_at_start(environment, f"wslocust: {user_class.__name__}.{attribute}: {exc}")
 
 
 def _start_embedded_server(environment: Any) -> None:
@@ -179,9 +272,7 @@ def _start_embedded_server(environment: Any) -> None:
         )
     environment.ws_embedded_server = server
     environment.host = server.url
-    logger.info(
-        "No target given (--host / WS_SERVER_URL): started the embedded reference server at %s", server.url
-    )
+    logger.info("No target given (--host / WS_SERVER_URL): started the embedded reference server at %s", server.url)
 
 
 @events.quit.add_listener
@@ -196,7 +287,7 @@ def _on_quit(**_: Any) -> None:
     logger.info(
         "WebSocket summary: %d connects (%d failed, %d reconnects, %d disconnects), "
         "%d messages sent, %d received (%d unsolicited), %d bytes sent, %d received, "
-        "%d replies timed out, %d lost, %d in flight at stop",
+        "%d replies timed out, %d lost, %d in flight at stop, %d late, %d duplicated, %d out of order",
         total.connects_succeeded,
         total.connects_failed,
         total.reconnects,
@@ -209,6 +300,9 @@ def _on_quit(**_: Any) -> None:
         total.replies_timed_out,
         total.replies_lost,
         total.replies_in_flight_at_stop,
+        total.replies_late,
+        total.replies_duplicated,
+        total.replies_out_of_order,
     )
     server = getattr(environment, "ws_embedded_server", None)
     if server is not None:
@@ -229,4 +323,4 @@ def _raise_open_files_limit() -> None:
 
 
 # Live metrics, web UI tabs, console and CSV reports, thresholds (each registers its own listeners).
-from . import bucketing, live, reports, thresholds, web  # noqa: F401  isort:skip
+from . import bucketing, limits, live, reports, thresholds, web  # noqa: F401  isort:skip

@@ -72,6 +72,20 @@ TICK = 1.0
 AT_ONCE = math.inf
 """A ``spawn_rate`` that starts or stops all of a stage's users in one step."""
 
+AT_ONCE_RATE_FACTOR = 1000
+"""An :data:`AT_ONCE` step asks Locust for this many times its change per second: Locust
+dispatches it in one step, and :mod:`wslocust.pacing`, which spreads the connects of a burst
+over the burst's size divided by the rate, then opens them within a millisecond per thousand."""
+
+_HIGH_RATE_WARNING = "Your selected spawn rate is very high"
+
+
+class _QuietAboutAtOnce(logging.Filter):
+    """Drops Locust's warning about spawn rates above 100/s, which every AT_ONCE step would print."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_HIGH_RATE_WARNING)
+
 
 class Stage(NamedTuple):
     """One row of a :class:`Stages` table; durations in seconds, before time scaling."""
@@ -204,7 +218,7 @@ class Stages(LoadTestShape):
                 )
             change = abs(target - users)
             if spawn_rate == AT_ONCE:
-                rate = float(max(change, 1))
+                rate = float(max(change, 1)) * AT_ONCE_RATE_FACTOR
             elif spawn_rate is not None:
                 rate = spawn_rate / scale
             elif change:
@@ -245,6 +259,9 @@ class Stages(LoadTestShape):
                 logger.error("wslocust: %s", exc)
                 return None
             self._warn_ignored_options()
+            runners_logger = logging.getLogger("locust.runners")
+            if not any(isinstance(known, _QuietAboutAtOnce) for known in runners_logger.filters):
+                runners_logger.addFilter(_QuietAboutAtOnce())
         run_time = self.get_run_time()
         environment = self._environment()
         if environment is not None:

@@ -28,14 +28,17 @@ from typing import Any, ClassVar
 
 import gevent
 import gevent.event
+from gevent import GreenletExit
 from locust import User
 from locust.exception import StopUser
+from locust.user.task import LOCUST_STATE_WAITING
 
 from . import plugin, settings
 from .connection import Connection, Proxy
 from .exceptions import (
     ConfigurationError,
     ConnectionClosed,
+    ConnectTimeout,
     PingTimeout,
     ReceiveTimeout,
     WsLocustError,
@@ -212,12 +215,12 @@ class WebSocketUser(User):
         self._reply_timer: Any = None
         self._reply_timer_limit = 0.0
         self._counters_state(None, ConnectionState.CONNECTING)
-        if self.tasks == [WebSocketUser._hold_connection]:
+        self._holding = self.tasks == [WebSocketUser._hold_connection]
+        self._tick_timer: Any = None
+        if self._holding:
             interval = self._message_interval()
             self._interval = interval
-            # Waiting (not a long task) is what lets Locust stop a user at once.
             self._next_tick = perf_counter() + random.uniform(0, interval or 3600.0)
-            self.wait_time = self._until_next_tick  # type: ignore[method-assign]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -365,6 +368,7 @@ class WebSocketUser(User):
         scheduled_at: float,
         blocking: bool,
         sequence: int = 0,
+        block: bool = True,
     ) -> _Pending | None:
         connection = self._connection_for_send(name)
         if connection is None:
@@ -380,12 +384,14 @@ class WebSocketUser(User):
             first.later = pending
         try:
             if type(payload) is str:
-                connection.send_text(payload)
+                connection.send_text(payload, block=block)
             else:
-                connection.send_binary(payload)  # type: ignore[arg-type]
-        except ConnectionClosed:
-            # The receive side notices the same close and fails every pending request.
-            return pending
+                connection.send_binary(payload, block=block)  # type: ignore[arg-type]
+        except ConnectionClosed as exc:
+            # Never sent, so not lost either: a failure of its own.
+            self._forget(pending)
+            self._fail(name, exc)
+            return None
         counters = self.counters
         counters.messages_sent += 1
         counters.bytes_sent += _payload_size(payload)
@@ -443,9 +449,6 @@ class WebSocketUser(User):
             return float(self.message_interval)
         return plugin.DEFAULT_MESSAGE_INTERVAL_MS / 1000
 
-    def _until_next_tick(self) -> float:
-        return max(0.0, min(self._next_tick, self._schedule_ends) - perf_counter())
-
     # The shape's schedule (wslocust.settings): set by _follow_schedule.
     _schedule_ends = math.inf
     """When the current stage's message interval ends: the user wakes up then to follow the next."""
@@ -467,23 +470,55 @@ class WebSocketUser(User):
             self._next_tick = now + random.uniform(0, interval) if interval > 0 else now
 
     def _hold_connection(self) -> None:
-        """The task of a user without tasks: one periodic message per ``message_interval``."""
-        self._follow_schedule(perf_counter())
+        """
+        The task Locust sees in a user without tasks. It never runs: such a user's greenlet
+        holds the connection itself and an event loop timer sends its periodic messages
+        (:meth:`_tick`), which saves a greenlet, Locust's task loop and a wake-up per message.
+        """
+
+    def _start_ticking(self) -> None:
+        now = perf_counter()
+        self._follow_schedule(now)
+        # Ticks missed while disconnected are not sent late in a burst.
+        self._next_tick = max(self._next_tick, now)
+        self._arm_tick(now)
+
+    def _stop_ticking(self) -> None:
+        timer, self._tick_timer = self._tick_timer, None
+        if timer is not None:
+            timer.close()
+
+    def _arm_tick(self, now: float) -> None:
+        if self._tick_timer is not None:
+            self._tick_timer.close()
+        # Also wake at the end of the shape's stage, to follow the next one's interval.
+        due = min(self._next_tick, self._schedule_ends)
+        self._tick_timer = self._hub.loop.timer(max(0.0, due - now))
+        self._tick_timer.start(self._tick, update=True)
+
+    def _tick(self) -> None:
+        """A periodic message is due (runs in the event loop: it must never block)."""
+        try:
+            self._send_periodic()
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the ticks (nor the event loop)
+            self._report_user_error(exc)
+        if self._tick_timer is not None and self.state is ConnectionState.OPEN:
+            self._arm_tick(perf_counter())
+
+    def _send_periodic(self) -> None:
+        now = perf_counter()
+        self._follow_schedule(now)
         if self._interval <= 0:
-            self._next_tick = perf_counter() + 3600.0
+            self._next_tick = now + 3600.0
             return
         # Open loop: the schedule advances whether or not replies came back.
         scheduled_at = self._next_tick
-        if scheduled_at > perf_counter() + SEND_SLACK:
-            return  # Locust runs a task before the first wait: the first tick is still ahead
+        if scheduled_at > now + SEND_SLACK:
+            return  # woken for a stage boundary, or a little early
         self._next_tick = scheduled_at + self._interval
-        self._expire_overdue(perf_counter())
+        self._expire_overdue(now)
         if self.state is not ConnectionState.OPEN:
-            if not self._open.wait():
-                return
-            # Ticks missed while disconnected are not sent late in a burst.
-            scheduled_at = perf_counter()
-            self._next_tick = scheduled_at + self._interval
+            return
         payload = self._next_payload()
         sent_at = perf_counter()
         if sent_at - scheduled_at > SEND_SLACK:
@@ -493,7 +528,7 @@ class WebSocketUser(User):
         else:
             # Within the event loop's timer granularity of the tick: time the server, not the timer.
             scheduled_at = sent_at
-        self._start_request(payload, payload, "echo", scheduled_at, False, self._sequence)
+        self._start_request(payload, payload, "echo", scheduled_at, False, self._sequence, block=False)
 
     def _expire_overdue(self, now: float) -> None:
         timeout = self.reply_timeout
@@ -583,6 +618,9 @@ class WebSocketUser(User):
 
     def run(self) -> None:
         """Open the connection, run Locust's task loop while it lives, close it on stop."""
+        if self._holding:
+            self._hold()
+            return
         self._session = gevent.spawn(self._keep_connected)
         try:
             self._ready.wait()
@@ -591,6 +629,26 @@ class WebSocketUser(User):
             super().run()
         finally:
             self._shutdown()
+
+    def _hold(self) -> None:
+        """A user without tasks: this greenlet is the session; timers send the messages."""
+        # Locust stops a waiting user at once, as it does between two tasks.
+        self._state = LOCUST_STATE_WAITING
+        self._session = gevent.getcurrent()
+        try:
+            self._keep_connected()
+        except GreenletExit:
+            pass  # Locust stopped the user: _shutdown says goodbye
+        finally:
+            self._shutdown()
+
+    def _run_hook(self, hook: Any) -> None:
+        try:
+            hook()
+        except (GreenletExit, StopUser):
+            pass
+        except Exception as exc:  # noqa: BLE001 - reported as Locust reports a failing on_start
+            self._report_user_error(exc)
 
     def _target(self) -> WsURI:
         return parse_uri(self.host or plugin.default_target(self.environment))
@@ -617,25 +675,20 @@ class WebSocketUser(User):
                 on_pong=self._on_pong,
                 max_message_size=self.max_message_size,
                 validate_utf8=self.validate_utf8,
+                close_timeout=self.close_timeout,
             )
             counters = self.counters
             counters.connect_attempts += 1
             started = perf_counter()
             self._opening = True
             try:
-                connection.open(
-                    timeout=self.connect_timeout,
-                    headers=headers,
-                    subprotocols=self.subprotocols,
-                    origin=self.origin,
-                    verify_tls=self.verify_tls,
-                    source_address=plugin.next_source_address(self.environment),
-                    proxy=proxy,
-                )
+                self._open_connection(connection, headers, proxy)
             except WsLocustError as exc:
                 counters.connects_failed += 1
                 self._fail(name, exc, response_time=(perf_counter() - started) * 1000)
                 failed_attempts += 1
+                if self._stopping:
+                    return
                 if not self.reconnect or failed_attempts > self.max_reconnect_attempts:
                     self._give_up()
                     return
@@ -662,6 +715,10 @@ class WebSocketUser(User):
             if self._stopping:  # stopped during the upgrade (see _shutdown): counted, then closed
                 connection.close(timeout=self.close_timeout)
                 return
+            if self._holding:
+                if name == "connect":
+                    gevent.spawn(self._run_hook, self.on_start)  # it may wait for replies: not in the receiver
+                self._start_ticking()
             pinger = gevent.spawn(self._ping_forever, connection) if self.ping_interval > 0 else None
             retirer = self._retire_later(connection, name == "connect")
             try:
@@ -670,6 +727,7 @@ class WebSocketUser(User):
                 self._report_user_error(exc)
                 connection.abort()
                 closed = connection_closed(1006)
+            self._stop_ticking()
             self._open.clear()
             if pinger is not None:
                 pinger.kill(block=False)
@@ -690,6 +748,36 @@ class WebSocketUser(User):
                 return
             self._set_state(ConnectionState.RECONNECTING)
             self._backoff(1)
+
+    def _open_connection(self, connection: Connection, headers: list[tuple[str, str]], proxy: Proxy | None) -> None:
+        options = {
+            "timeout": self.connect_timeout,
+            "headers": headers,
+            "subprotocols": self.subprotocols,
+            "origin": self.origin,
+            "verify_tls": self.verify_tls,
+            "source_address": plugin.next_source_address(self.environment),
+            "proxy": proxy,
+        }
+        if self._session is not gevent.getcurrent() or not self._holding:
+            connection.open(**options)  # _shutdown lets an upgrade under way finish
+            return
+        # This greenlet is the user's own, which Locust may kill at any time. Killed half-way
+        # through an upgrade, the server would count a connection that the user never did:
+        # the upgrade runs in a greenlet of its own and is let finish.
+        opener = gevent.spawn(_returning_errors, connection.open, options)
+        try:
+            opener.join()
+        except GreenletExit:
+            self._stopping = True
+            opener.join(self.close_timeout)
+            if not opener.ready():
+                opener.kill()
+        error = opener.value if opener.ready() else GreenletExit()
+        if isinstance(error, GreenletExit):  # the upgrade did not finish in close_timeout: a failed attempt
+            raise ConnectTimeout(f"stopped during the upgrade, after {self.close_timeout:g} s")
+        if error is not None:
+            raise error
 
     def _backoff(self, attempt: int) -> None:
         delay = min(self.reconnect_max_delay, self.reconnect_delay * 2 ** (attempt - 1))
@@ -728,7 +816,7 @@ class WebSocketUser(User):
         connection.close(timeout=self.close_timeout)
 
     def _give_up(self) -> None:
-        running_tasks = self._ready.is_set()
+        running_tasks = self._ready.is_set() and not self._holding
         self._set_state(ConnectionState.FAILED)
         self._ready.set()
         if running_tasks:
@@ -775,14 +863,25 @@ class WebSocketUser(User):
 
     def _shutdown(self) -> None:
         self._stopping = True
+        self._stop_ticking()
         connection = self.connection
+        session = self._session
+        receiver = None
+        if session is gevent.getcurrent():
+            # A user without tasks: this greenlet received until Locust stopped it. Another
+            # one receives the last replies and the close while on_stop runs and we drain.
+            if connection is not None and connection.closed is None:
+                receiver = gevent.spawn(connection.receive_forever)
+            if self.state is not ConnectionState.FAILED:
+                self._run_hook(self.on_stop)
         if connection is not None and connection.closed is None:
             if self._pending:
                 self._drained.clear()
                 self._drained.wait(self.close_timeout)
             connection.close(timeout=self.close_timeout)
-        session = self._session
-        if session is not None and not session.dead:
+        if receiver is not None:
+            receiver.kill(block=True)
+        if session is not None and not session.dead and session is not gevent.getcurrent():
             if self._opening:
                 # Let an upgrade under way finish: killed half-way, the server would count a
                 # connection that the user never did (a churning run stops in many upgrades).
@@ -830,6 +929,15 @@ class WebSocketUser(User):
             exception=exception,
             context={},
         )
+
+
+def _returning_errors(call: Any, options: dict[str, Any]) -> BaseException | None:
+    """Run ``call(**options)`` in a greenlet and return its exception: gevent would print it."""
+    try:
+        call(**options)
+    except Exception as exc:  # noqa: BLE001 - handed to the waiting greenlet, which raises it
+        return exc
+    return None
 
 
 def _payload_size(payload: str | bytes) -> int:

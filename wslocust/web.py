@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from . import live, reports, thresholds
+from . import live, plugin, reports, thresholds
 from .live import GAUGES, TOTALS, Live
 
 __all__ = ["TABLES", "TABS", "prometheus_text", "tab_rows"]
@@ -286,6 +286,22 @@ def _install(environment: Any, web_ui: Any) -> None:
             return response
         payload["extended_stats"] = tab_rows(live.get(environment).snapshot())
         response.set_data(json.dumps(payload))
+        return response
+
+    @web_ui.app.after_request
+    def conceal_started_host(response: Response) -> Response:
+        # Locust's POST /swarm sets environment.host from the start form and answers
+        # with it: conceal it before the answer leaves and before any user starts.
+        if not request.path.endswith("/swarm") or request.method != "POST":
+            return response
+        plugin.conceal_targets(environment)
+        try:
+            payload = json.loads(response.get_data())
+        except ValueError:
+            return response
+        if isinstance(payload, dict) and payload.get("host"):
+            payload["host"] = environment.host
+            response.set_data(json.dumps(payload))
         return response
 
     web_ui.template_args["extended_tabs"] = TABS

@@ -1,0 +1,118 @@
+"""
+The typical Locust WebSocket user, written the plain way blog posts and
+locust-plugins do it: a ``locust.User`` holding a ``websocket.WebSocket()``
+from websocket-client (under Locust's gevent monkey patching), one
+``request`` event per echo timed with ``time.perf_counter()``, Locust's own
+statistics. The baseline the benchmarks compare wslocust with; it does not
+import wslocust.
+
+- ``ClosedLoopEcho``: send, block in ``recv()``, fire the event, repeat
+  (``wait_time = constant(0)``).
+- ``PeriodicEcho``: one greenlet per user blocking in ``recv()``; the task
+  sends one echo every ``--bench-interval`` seconds (0: none, the user only
+  holds its connection).
+
+Both time the connect as a ``connect`` request and use request type ``WS``
+and the name ``echo``, as wslocust does.
+"""
+
+import time
+
+import bench_probe
+import gevent
+import websocket
+from locust import User, constant, task
+from locust.exception import StopUser
+
+__all__ = ["ClosedLoopEcho", "PeriodicEcho"]
+
+CONNECT_TIMEOUT = 10.0
+IDLE_WAIT = 3600.0
+"""Seconds a PeriodicEcho without echoes waits between its (empty) tasks; stopping interrupts it."""
+
+
+class _PlainWebSocketUser(User):
+    abstract = True
+
+    def on_start(self):
+        self.ws = websocket.WebSocket()
+        start = time.perf_counter()
+        try:
+            self.ws.connect(self.host, timeout=CONNECT_TIMEOUT)
+        except Exception as exc:
+            self._fire("connect", start, 0, exc)
+            raise StopUser() from exc
+        self._fire("connect", start, 0)
+        # connect()'s timeout would stay the socket's: a receive would fail after 10 s of silence.
+        self.ws.settimeout(None)
+
+    def on_stop(self):
+        self.ws.close()
+
+    def _fire(self, name, start, length, exception=None):
+        self.environment.events.request.fire(
+            request_type="WS",
+            name=name,
+            response_time=(time.perf_counter() - start) * 1000,
+            response_length=length,
+            exception=exception,
+            context={},
+        )
+
+
+class ClosedLoopEcho(_PlainWebSocketUser):
+    wait_time = constant(0)
+
+    def on_start(self):
+        super().on_start()
+        self.payload = "x" * bench_probe.options(self.environment).bench_size
+
+    @task
+    def echo(self):
+        start = time.perf_counter()
+        try:
+            self.ws.send(self.payload)
+            reply = self.ws.recv()
+        except Exception as exc:
+            self._fire("echo", start, 0, exc)
+            raise StopUser() from exc
+        self._fire("echo", start, len(reply))
+
+
+class PeriodicEcho(_PlainWebSocketUser):
+    def wait_time(self):
+        return bench_probe.options(self.environment).bench_interval or IDLE_WAIT
+
+    def on_start(self):
+        super().on_start()
+        self.size = bench_probe.options(self.environment).bench_size
+        self.sequence = 0
+        self.sent_at = {}
+        self.receiver = gevent.spawn(self.receive_forever)
+
+    def receive_forever(self):
+        while True:
+            try:
+                message = self.ws.recv()
+            except Exception as exc:  # noqa: BLE001  as plain users do: any error ends the loop
+                self._fire("disconnect", time.perf_counter(), 0, exc)
+                return
+            start = self.sent_at.pop(message, None)
+            if start is not None:
+                self._fire("echo", start, len(message))
+
+    @task
+    def echo(self):
+        if not bench_probe.options(self.environment).bench_interval:
+            return
+        self.sequence += 1
+        prefix = f"{self.sequence}:"
+        payload = prefix + "x" * max(0, self.size - len(prefix))
+        self.sent_at[payload] = time.perf_counter()
+        self.ws.send(payload)
+
+    def on_stop(self):
+        receiver = getattr(self, "receiver", None)  # None when the connect failed
+        if receiver is not None:
+            receiver.kill(block=False)
+        super().on_stop()

@@ -1,0 +1,112 @@
+"""
+Smoke tests of the benchmark suite's entry point (``python -m benchmarks``),
+with tiny durations: every workload it runs here starts its real server and
+generators, prints its table and RESULT lines, and leaves no child behind,
+also when stopped with SIGTERM half-way.
+
+The reference server is the target, so that the tests do not need Node.js.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import REPO_ROOT, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def run_benchmarks(*args: str, timeout: float = 90.0) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        check=False,  # the tests assert the exit code with the output in the message
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    results = [
+        json.loads(line[len("RESULT ") :]) for line in completed.stdout.splitlines() if line.startswith("RESULT ")
+    ]
+    return completed, results
+
+
+def logged_pids(logs: Path) -> list[int]:
+    """The pids of the children the entry point started, from the names of the logs it kept."""
+    return [int(re.search(r"-(\d+)\.log$", path.name).group(1)) for path in logs.glob("*.log")]
+
+
+def assert_all_gone(pids: list[int]) -> None:
+    alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"children still running: {alive}"
+
+
+def test_throughput_counts_what_the_server_echoed_and_stops_every_child(tmp_path):
+    completed, results = run_benchmarks(
+        "throughput", "--server", "reference", "--duration", "1", "--warmup", "0.2", "--connections", "5",
+        "--variants", "websocket-client,wslocust-user", "--logs", str(tmp_path),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "msgs/gen CPU-s" in completed.stdout
+    assert [r["variant"] for r in results] == ["websocket-client", "wslocust-user"]
+    for result in results:
+        assert result["workload"] == "throughput"
+        assert result["server_messages"] > 0
+        assert result["generator_cpu_s"] > 0
+        # Closed loop: one message per connection in flight at each edge of the window, plus those
+        # echoed between reading the generator's counts and the server's (a few milliseconds).
+        assert abs(result["server_messages"] - result["generator_echoes"]) <= 2 * 5 + result["server_messages"] // 50
+        assert result["efficiency_vs_websocket_client"] is not None
+    pids = logged_pids(tmp_path)
+    assert len(pids) == 3  # the server and two generators
+    assert_all_gone(pids)
+
+
+def test_hold_reports_memory_per_connection_for_both_users(tmp_path):
+    completed, results = run_benchmarks(
+        "hold-10k", "--connections", "20", "--spawn-rate", "20", "--interval", "0.5", "--settle", "0.5",
+        "--hold", "1.5", "--logs", str(tmp_path),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert {r["variant"] for r in results} == {"wslocust-user", "locust-websocket-client"}
+    for result in results:
+        assert result["connections_open"] == 20
+        assert result["connects_failed"] == 0
+        assert 0 < result["generator_idle_rss"] <= result["generator_peak_rss"]
+        # 20 connections x 1 echo / 0.5 s = 40/s; the window is short, so allow for the phases.
+        assert result["server_messages"] > 0
+        assert abs(result["server_messages"] - result["generator_echoes"]) <= 20
+    assert_all_gone(logged_pids(tmp_path))
+
+
+def test_sigterm_stops_every_child_and_exits_130(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "hold-10k", "--connections", "10", "--spawn-rate", "10",
+         "--hold", "120", "--variants", "wslocust-user", "--logs", str(tmp_path)],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        parent = psutil.Process(process.pid)
+
+        def generator_running() -> list[psutil.Process]:
+            children = parent.children()
+            # The Locust process itself ("... -m locust -f ..."), not "-m wslocust serve".
+            return children if any(" -m locust " in " ".join(c.cmdline()) for c in children) else []
+
+        children = wait_for(generator_running, timeout=60, interval=0.1, message="a Locust generator started")
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert_all_gone([child.pid for child in children])
+    assert len(logged_pids(tmp_path)) == len(children)
