@@ -35,14 +35,18 @@ def installed():
         (0.999, 1.0),
         (4.16, 4.2),
         (9.94, 9.9),
-        # From 10 ms up, exactly Locust's buckets.
-        (47.4, 47),
+        # Tenths from 10 to 100 ms: a 50 ms echo is known to 0.05 ms.
+        (10.04, 10.0),
+        (47.44, 47.4),
+        (99.94, 99.9),
+        # From 100 ms up, exactly Locust's buckets.
+        (99.96, 100),
         (147, 150),
         (3432, 3400),
         (58760, 59000),
     ],
 )
-def test_two_significant_digits_below_10_ms_and_locusts_buckets_above(value, bucket):
+def test_two_significant_digits_below_10_ms_tenths_to_100_ms_and_locusts_buckets_above(value, bucket):
     assert bucket_response_time(value) == bucket
 
 
@@ -53,7 +57,7 @@ def test_a_bucket_is_within_five_percent_of_the_value(value):
 
 @pytest.mark.parametrize(
     "value, text",
-    [(None, "0"), (0, "0"), (0.37, "0.37"), (0.052, "0.052"), (4.2, "4.2"), (47, "47"), (3400, "3400")],
+    [(None, "0"), (0, "0"), (0.37, "0.37"), (0.052, "0.052"), (4.2, "4.2"), (47.4, "47.4"), (150, "150"), (3400, "3400")],
 )
 def test_format_ms(value, text):
     assert format_ms(value) == text
@@ -77,7 +81,7 @@ def test_console_tables_show_the_decimals_in_locusts_layout():
     stats = loopback_like_stats()
     line = stats.get("echo", "WS").to_string(current=False)
     # Avg, Min, Max, Med
-    assert "|    1.7    0.21      12   0.41 |" in line
+    assert "|    1.7    0.21    12.0   0.41 |" in line
     percentiles = stats.get("echo", "WS").percentile()
     assert percentiles.split()[2:6] == ["0.41", "0.52", "0.90", "1.7"]  # 50, 66, 75, 80 %
     summary = "\n".join(locust.stats.get_stats_summary(stats, current=False))
@@ -97,5 +101,5 @@ def test_csv_percentiles_and_web_ui_min_keep_the_decimals():
     StatsCSV(environment, locust.stats.PERCENTILES_TO_REPORT).requests_csv(csv.writer(out))
     header, echo, _total = list(csv.reader(io.StringIO(out.getvalue())))
     row = dict(zip(header, echo))
-    assert row["50%"] == "0.41" and row["Median Response Time"] == "0.41" and row["100%"] == "12"
+    assert row["50%"] == "0.41" and row["Median Response Time"] == "0.41" and row["100%"] == "12.0"
     assert stats.get("echo", "WS").to_dict()["min_response_time"] == 0.21

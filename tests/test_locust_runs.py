@@ -138,6 +138,10 @@ def test_without_a_target_the_embedded_server_is_started_and_used():
     stats = locust_stats(result.stdout)
     assert stats["connect"]["num_requests"] == 5 and stats["connect"]["num_failures"] == 0
     assert stats["echo"]["num_requests"] > 5 * 10 and stats["echo"]["num_failures"] == 0
+    # --json no longer empties the statistics before the results block and the final tables
+    assert "  latency      round trip p50 " in result.stderr
+    final_table = result.stderr[result.stderr.rindex("Response time percentiles") :]
+    assert "WS       echo" in final_table and f" {stats['echo']['num_requests']}\n" in final_table
 
 
 def test_master_and_two_worker_processes_add_up_to_the_servers_counters():

@@ -232,3 +232,28 @@ def test_an_exception_in_on_message_is_reported_and_the_connection_lives_on():
     assert requests(environment, "echo")[1] == 0
     [row] = runner.exceptions.values()
     assert row["msg"] == "bug in the locustfile" and row["count"] == len(calls)
+
+
+def test_a_closed_loop_never_times_out_early_however_long_it_runs():
+    # The reply timer is reused from one request to the next: every wait gets the full timeout,
+    # not what the previous waits left of it (libev keeps a stopped timer's remaining time).
+    slow = create_server(ServerConfig(host="127.0.0.1", port=0, delay_ms=5))
+    slow.start()
+
+    class ClosedLoop(WebSocketUser):
+        wait_time = constant(0)
+        reply_timeout = 0.1
+
+        @task
+        def echo_once(self):
+            self.echo()
+
+    try:
+        environment, runner = start_run(ClosedLoop, users=2, host=slow.url)
+        # 5 ms per echo: 100 echoes per user wait 0.5 s in all, five timeouts' worth
+        wait_for(lambda: requests(environment, "echo")[0] >= 200, timeout=20)
+        runner.quit()
+    finally:
+        slow.stop(timeout=1)
+    echoes, failures = requests(environment, "echo")
+    assert echoes >= 200 and failures == 0

@@ -8,13 +8,15 @@ hundred microseconds, so its median comes out as 0 or 1 and every percentile
 below 10 ms has one significant digit at best.
 
 :func:`install` replaces that function (Locust documents it as replaceable)
-with one that keeps two significant digits below 10 ms (0.37, 0.052, 4.1)
-and rounds exactly as Locust does from 10 ms up, so the histogram sent from
-the workers grows by at most 90 keys per decade below 10 ms. It also makes
-the places that print these numbers as integers show the decimals: the
-console tables (``%d`` there), the CSV percentiles (``int()``) and the min and
-max of the web UI's table (rounded to whole milliseconds). Figures of 10 ms
-and more print exactly as before.
+with one that keeps two significant digits below 10 ms (0.37, 0.052, 4.1),
+tenths of a millisecond from 10 to 100 ms (50.3: the error of a 50 ms echo
+stays below 0.05 ms instead of Locust's 0.5) and rounds exactly as Locust does
+from 100 ms up, so the histogram sent from the workers grows by at most 90 keys
+per decade below 10 ms and 900 between 10 and 100 ms. It also makes the places
+that print these numbers as integers show the decimals: the console tables
+(``%d`` there), the CSV percentiles (``int()``) and the min and max of the web
+UI's table (rounded to whole milliseconds). Figures of 100 ms and more print
+exactly as before.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from locust.stats import StatsCSV, StatsEntry
 __all__ = ["bucket_response_time", "format_ms", "install", "installed", "uninstall"]
 
 _FINE_BELOW_MS = 10.0
-"""Below this, keep two significant digits; from here up, Locust's own bucketing applies."""
+"""Below this, keep two significant digits."""
+_TENTHS_BELOW_MS = 100.0
+"""From ``_FINE_BELOW_MS`` to this, keep tenths of a millisecond; from here up, Locust's own bucketing applies."""
 _SMALLEST_MS = 0.001
 """One microsecond: the finest bucket."""
 
@@ -48,12 +52,16 @@ def bucket_response_time(response_time: float) -> int | float:
     """
     Round ``response_time`` (ms) to a histogram key with two significant digits.
 
-    0.3712 becomes 0.37, 0.05234 becomes 0.052, 4.16 becomes 4.2; from 10 ms up
-    the result is Locust's (an ``int``: 47, 150, 3400). Keys are exact decimal
-    roundings, so the same value always lands in the same key, on any worker.
+    0.3712 becomes 0.37, 0.05234 becomes 0.052, 4.16 becomes 4.2; from 10 ms to
+    100 ms tenths are kept (50.34 becomes 50.3: a 50 ms echo is known to 0.05 ms,
+    not to Locust's 0.5); from 100 ms up the result is Locust's (an ``int``: 150,
+    3400). Keys are exact decimal roundings, so the same value always lands in the
+    same key, on any worker.
     """
-    if response_time >= _FINE_BELOW_MS:
+    if response_time >= _TENTHS_BELOW_MS:
         return _original_bucket(response_time)
+    if response_time >= _FINE_BELOW_MS:
+        return round(response_time, 1)
     if response_time <= 0:
         return 0
     if response_time < _SMALLEST_MS:
@@ -64,23 +72,28 @@ def bucket_response_time(response_time: float) -> int | float:
 
 def format_ms(value: float | None) -> str:
     """
-    A response time as the console shows it: whole milliseconds from 10 ms up
-    (as Locust prints them), two significant digits below (``0.37``, ``4.2``).
+    A response time as the console shows it: whole milliseconds from 100 ms up
+    (as Locust prints them), tenths from 10 ms (``50.3``), two significant
+    digits below (``0.37``, ``4.2``).
     """
     if not value:
         return "0"
-    if value >= _FINE_BELOW_MS:
+    if value >= _TENTHS_BELOW_MS:
         return f"{value:.0f}"
+    if value >= _FINE_BELOW_MS:
+        return f"{value:.1f}"
     digits = min(3, max(1, 1 - math.floor(math.log10(value))))
     return f"{value:.{digits}f}"
 
 
 def _display_ms(value: float | None) -> float | int:
-    """A response time as a number for JSON and CSV: ints from 10 ms up, else 3 decimals at most."""
+    """A response time as a number for JSON and CSV: ints from 100 ms up, tenths from 10 ms, else 3 decimals."""
     if not value:
         return 0
-    if value >= _FINE_BELOW_MS:
+    if value >= _TENTHS_BELOW_MS:
         return round(value)
+    if value >= _FINE_BELOW_MS:
+        return round(value, 1)
     return round(value, 3)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -342,11 +343,30 @@ def _on_init(environment: Any, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
         return
     locust.stats.print_stats = _print_stats_with_websocket
+    locust.stats.print_stats_json = _print_stats_json
+    locust.stats.save_stats_json = _save_stats_json
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
     if prefix:
         files = _CsvFiles(prefix)
         _csv[:] = [files]
         _writer[:] = [gevent.spawn(_write_csv_forever, files, environment)]
+
+
+def _serialized(stats: locust.stats.RequestStats) -> list[dict[str, Any]]:
+    # Locust's serialize_stats() takes each entry's stripped report, which *resets* the entry:
+    # with --json, the final tables, the results block and the thresholds then saw nothing.
+    return [entry.serialize() for entry in stats.entries.values() if entry.num_requests or entry.num_failures]
+
+
+def _print_stats_json(stats: locust.stats.RequestStats) -> None:
+    """Locust's ``print_stats_json``, without emptying the statistics."""
+    print(json.dumps(_serialized(stats), indent=4))
+
+
+def _save_stats_json(stats: locust.stats.RequestStats, filename: str) -> None:
+    """Locust's ``save_stats_json``, without emptying the statistics."""
+    with open(f"{filename}.json", "w") as file:
+        json.dump(_serialized(stats), file, indent=4)
 
 
 @events.quit.add_listener

@@ -336,10 +336,12 @@ class WebSocketUser(User):
         if timer is None or self._reply_timer_limit != limit:
             if timer is not None:
                 timer.close()
-            timer = self._reply_timer = self._hub.loop.timer(limit)
+            # Repeating, for again(): a stopped libev timer keeps only its remaining time, so
+            # start() would reuse what is left of the previous wait; again() starts a full one.
+            timer = self._reply_timer = self._hub.loop.timer(limit, limit)
             self._reply_timer_limit = limit
         pending.sleeper = gevent.getcurrent()
-        timer.start(self._wake, pending)
+        timer.again(self._wake, pending)
         try:
             self._hub.switch()
         finally:
