@@ -23,6 +23,7 @@ import sys
 import threading
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import gevent
@@ -104,6 +105,16 @@ def test_a_concealed_target_reveals_its_real_url_and_parse_uri_connects_to_it():
     assert conceal_uri("ws://127.0.0.1:9/ws") == "ws://127.0.0.1:9/ws"  # nothing to hide
 
 
+def test_a_worker_learns_the_masters_concealed_targets():
+    real = "wss://w0rker-secret@127.0.0.1:9/ws"
+    shown = "wss://***@127.0.0.1:9/ws"
+    assert shown not in redaction.concealed_targets()
+    redaction.add_concealed_targets({shown: real})  # as the spawn message carries them
+    assert redaction.concealed_targets()[shown] == real
+    assert parse_uri(shown).user_info == ("w0rker-secret", "") and parse_uri(shown).port == 9
+    assert redact_text("token w0rker-secret") == "token ***"
+
+
 def test_a_concealed_form_this_process_never_made_is_refused_rather_than_sent():
     with pytest.raises(ConfigurationError, match=r"holds \*\*\* where its credentials were hidden"):
         parse_uri("ws://***@127.0.0.1:9/ws?token=***")
@@ -123,6 +134,9 @@ def test_credentials_in_the_url_become_basic_authorization():
         (f"ws://u:{SECRET}@h:99999/?token={SECRET}", "has an invalid port"),
         (f"ws://u:{SECRET}@h/a b?token={SECRET}", "has spaces or non-ASCII characters"),
         (f"ws://u:{SECRET}@[::1/?token={SECRET}", "has a malformed [IPv6] host"),
+        (f"ws://u:{SECRET}@[zz::1]/?token={SECRET}", "has a malformed [IPv6] host"),
+        (f"ws://u:{SECRET}@h:0/?token={SECRET}", "has port 0"),
+        (f"ws://u:{SECRET}@/?token={SECRET}", "has no host"),
     ],
 )
 def test_url_errors_name_the_url_without_its_secrets(url, message):
@@ -211,9 +225,10 @@ def test_the_log_filter_redacts_messages_arguments_and_tracebacks():
 
 
 class RecordingServer:
-    """Accepts TCP connections in threads and records the first request head of each; answers ``reply``."""
+    """Accepts TCP connections in threads and records the first request head of each; answers ``reply``
+    (bytes, or a function of the request head)."""
 
-    def __init__(self, reply: bytes) -> None:
+    def __init__(self, reply: bytes | Callable[[bytes], bytes]) -> None:
         self.reply = reply
         self.requests: list[bytes] = []
         self.listener = socket.create_server(("127.0.0.1", 0))

@@ -193,8 +193,9 @@ def _keep_secrets_out_of_output(environment: Any) -> None:
     """
     conceal_targets(environment)
     for user_class in environment.user_classes:
-        for name, value in (getattr(user_class, "headers", None) or {}).items():
-            if is_secret_header(name):
+        headers = getattr(user_class, "headers", None) or {}
+        for name, value in headers.items() if isinstance(headers, dict) else headers:
+            if is_secret_header(str(name)):
                 register_secret(str(value))
         proxy = getattr(user_class, "proxy", None)
         if isinstance(proxy, str):

@@ -50,6 +50,7 @@ from locust import LoadTestShape
 
 from .exceptions import ConfigurationError
 from .settings import Schedule, live_connections, option_flag, publish_schedule, scenario_option, stop_at_start
+from .uri import parse_uri
 
 __all__ = [
     "AT_ONCE",
@@ -605,9 +606,11 @@ def _restart_embedded_server(environment: Any, down_for: float) -> None:
 def _post_fault(target: str | None, down_for: float) -> bool:
     if not target:
         return False
-    scheme, _, rest = target.partition("://")
-    authority = rest.split("/", 1)[0]
-    url = f"{'https' if scheme == 'wss' else 'http'}://{authority}/faults?drop=1&refuse_ms={round(down_for * 1000)}"
+    try:
+        uri = parse_uri(target)  # the target may be concealed (wslocust.redaction): never split it by hand
+    except ConfigurationError:
+        return False
+    url = f"{'https' if uri.secure else 'http'}://{uri.host_header}/faults?drop=1&refuse_ms={round(down_for * 1000)}"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as response:
             return bool(200 <= response.status < 300)

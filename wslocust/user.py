@@ -217,6 +217,7 @@ class WebSocketUser(User):
         self._counters_state(None, ConnectionState.CONNECTING)
         self._holding = self.tasks == [WebSocketUser._hold_connection]
         self._tick_timer: Any = None
+        self._tick_repeat = 0.0
         if self._holding:
             interval = self._message_interval()
             self._interval = interval
@@ -495,32 +496,43 @@ class WebSocketUser(User):
             self._tick_timer.close()
         # Also wake at the end of the shape's stage, to follow the next one's interval.
         due = min(self._next_tick, self._schedule_ends)
-        self._tick_timer = self._hub.loop.timer(max(0.0, due - now))
+        # A repeating timer, while the interval holds: libev re-arms it from its previous
+        # expiry, exactly where the next tick is, with no call from here.
+        repeat = self._interval if due == self._next_tick and self._interval > 0 else 0.0
+        self._tick_timer = self._hub.loop.timer(max(0.0, due - now), repeat)
+        self._tick_repeat = repeat
         self._tick_timer.start(self._tick, update=True)
 
     def _tick(self) -> None:
         """A periodic message is due (runs in the event loop: it must never block)."""
         try:
-            self._send_periodic()
+            steady = self._send_periodic()
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the ticks (nor the event loop)
             self._report_user_error(exc)
-        if self._tick_timer is not None and self.state is ConnectionState.OPEN:
+            steady = False
+        if self._tick_timer is None:
+            return
+        if self.state is not ConnectionState.OPEN:
+            self._stop_ticking()  # the next connection starts them again
+        elif not (steady and self._tick_repeat == self._interval and self._next_tick < self._schedule_ends):
             self._arm_tick(perf_counter())
 
-    def _send_periodic(self) -> None:
+    def _send_periodic(self) -> bool:
+        """Send the message of the tick that is due; True if the schedule simply moved on by one interval."""
         now = perf_counter()
+        interval = self._interval
         self._follow_schedule(now)
         if self._interval <= 0:
             self._next_tick = now + 3600.0
-            return
+            return False
         # Open loop: the schedule advances whether or not replies came back.
         scheduled_at = self._next_tick
         if scheduled_at > now + SEND_SLACK:
-            return  # woken for a stage boundary, or a little early
+            return False  # woken for a stage boundary, or early
         self._next_tick = scheduled_at + self._interval
         self._expire_overdue(now)
         if self.state is not ConnectionState.OPEN:
-            return
+            return False
         payload = self._next_payload()
         sent_at = perf_counter()
         if sent_at - scheduled_at > SEND_SLACK:
@@ -531,6 +543,7 @@ class WebSocketUser(User):
             # Within the event loop's timer granularity of the tick: time the server, not the timer.
             scheduled_at = sent_at
         self._start_request(payload, payload, "echo", scheduled_at, False, self._sequence, block=False)
+        return interval == self._interval
 
     def _expire_overdue(self, now: float) -> None:
         timeout = self.reply_timeout
