@@ -6,6 +6,7 @@ documented one, and each variable changes a real run as documented.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -150,7 +151,7 @@ def test_the_variables_change_the_10k_test_as_documented():
     # spreads their connects over the second, so the server sees an even rise (one a tenth of a
     # second from each worker), not steps of 10
     counts = [n for _, n in sampler.open_connections(since=run.shape_started)]
-    rises = [b - a for a, b in zip(counts, counts[1:]) if b > a]
+    rises = [b - a for a, b in itertools.pairwise(counts) if b > a]
     assert max(counts) == 30 and max(rises) <= 4 and len(rises) >= 8, counts
     held = run.shape_stopped - run.shape_started
     assert 5.0 <= held <= 6.2  # 3 s + 2 s, ended at the next tick

@@ -414,11 +414,11 @@ class Connection:
             return
         try:
             self._write(self._protocol.send_close(code, reason))
+            self._closed_event.wait(timeout)
         except ConnectionClosed:
             pass
-        else:
-            self._closed_event.wait(timeout)
-        self.abort()
+        finally:
+            self.abort()  # also when the closing greenlet is killed while it waits
 
     def abort(self) -> None:
         """

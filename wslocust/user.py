@@ -742,12 +742,15 @@ class WebSocketUser(User):
                 self._report_user_error(exc)
                 connection.abort()
                 closed = connection_closed(1006)
-            self._stop_ticking()
+            finally:
+                # Also when the user is stopped in the middle of receiving: a pinger left
+                # behind would report a missing pong after the run.
+                self._stop_ticking()
+                if pinger is not None:
+                    pinger.kill(block=False)
+                if retirer is not None and not self._retiring:
+                    retirer.kill(block=False)
             self._open.clear()
-            if pinger is not None:
-                pinger.kill(block=False)
-            if retirer is not None and not self._retiring:
-                retirer.kill(block=False)
             if self._stopping:
                 return
             if self._retiring:  # closed by _retire: not a failure; reconnect at once
