@@ -10,6 +10,8 @@ locust-websocket-client a headless ``locust`` run of ``locustfiles/typical.py``:
 wslocust-connection    ``echo_clients.py``: greenlets on ``wslocust.connection.Connection``,
                        no Locust
 wslocust-user          a headless ``locust`` run of ``locustfiles/wslocust_users.py``
+wslocust-window        the same, closed loop without a task: a task-less user with ``in_flight = 1``
+                       sends the next echo from the receive path (no task loop, no greenlet switch)
 ====================== ======================================================================
 
 :class:`Generator` starts one of them pinned to the generator CPU, samples
@@ -50,8 +52,14 @@ ECHO_CLIENTS = BENCHMARKS / "echo_clients.py"
 TYPICAL_LOCUSTFILE = BENCHMARKS / "locustfiles" / "typical.py"
 WSLOCUST_LOCUSTFILE = BENCHMARKS / "locustfiles" / "wslocust_users.py"
 
-ALL_VARIANTS = ("websocket-client", "locust-websocket-client", "wslocust-connection", "wslocust-user")
-LOCUST_VARIANTS = ("locust-websocket-client", "wslocust-user")
+ALL_VARIANTS = (
+    "websocket-client",
+    "locust-websocket-client",
+    "wslocust-connection",
+    "wslocust-user",
+    "wslocust-window",
+)
+LOCUST_VARIANTS = ("locust-websocket-client", "wslocust-user", "wslocust-window")
 START_TIMEOUT = 60.0
 """Seconds a generator may take to start (a Locust process imports a lot on a busy machine)."""
 
@@ -90,7 +98,9 @@ def locust_command(
     ``mode`` is ``closed-loop`` (echo after echo) or ``periodic`` (one echo per
     connection every ``interval`` seconds; 0: none, the connections are only held).
     """
-    if variant == "wslocust-user":
+    if variant == "wslocust-window" and mode == "closed-loop":
+        locustfile, user_class, pacing = WSLOCUST_LOCUSTFILE, "WindowUser", []
+    elif variant == "wslocust-user":
         locustfile, user_class = WSLOCUST_LOCUSTFILE, "EchoUser" if mode == "closed-loop" else "HoldUser"
         pacing = ["--ws-message-interval", f"{(interval or 0) * 1000:g}"] if mode == "periodic" else []
     elif variant == "locust-websocket-client":

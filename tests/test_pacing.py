@@ -52,9 +52,10 @@ def test_a_burst_of_users_connects_evenly_over_the_second_it_stands_for(server):
     # Locust hands out all 100 users at once (rate 100/s, one dispatch per second).
     times = connect_times(100, 100, server.url)
     assert times[-1] - times[0] >= 0.8  # spread over the second, not opened in one instant
-    # evenly: every tenth of the second got about a tenth of the users
+    # evenly: each tenth of the second got about a tenth of the users (in one burst, one tenth
+    # would get them all; a busy machine that starts the greenlets late bunches the first few)
     per_tenth = [sum(1 for t in times if k / 10 <= t - times[0] < (k + 1) / 10) for k in range(10)]
-    assert max(per_tenth) <= 20, per_tenth
+    assert max(per_tenth) <= 40 and sorted(per_tenth)[5] >= 5, per_tenth
 
 
 def test_a_fast_spawn_rate_is_not_slowed_down_to_one_second(server):

@@ -257,3 +257,16 @@ def test_a_closed_loop_never_times_out_early_however_long_it_runs():
         slow.stop(timeout=1)
     echoes, failures = requests(environment, "echo")
     assert echoes >= 200 and failures == 0
+
+
+def test_a_user_without_tasks_can_keep_a_window_of_echoes_in_flight(server):
+    class Window(WebSocketUser):
+        in_flight = 3
+
+    environment, runner = start_run(Window, users=2, host=server.url)
+    wait_for(lambda: requests(environment, "echo")[0] >= 500, timeout=10)
+    runner.quit()
+    echoes, failures = requests(environment, "echo")
+    totals = counters(environment)
+    assert failures == 0 and totals.replies_in_flight_at_stop == 0  # the window drained at stop
+    assert echoes == server.counters.messages_received == totals.messages_sent

@@ -128,6 +128,11 @@ class WebSocketUser(User):
     """Seconds between the periodic messages of a user without tasks. ``None`` takes the run's
     ``--message-interval`` / ``MESSAGE_INTERVAL`` (milliseconds, default 5000); 0 sends none."""
 
+    in_flight: int = 0
+    """A user without tasks keeps this many echoes in flight and sends the next one as soon as one
+    is answered (closed loop: as fast as the server and the network go), instead of one every
+    ``message_interval``. 0: the interval's schedule."""
+
     message_size: int = 64
     """Size in bytes of the periodic messages and of ``echo()`` without a payload."""
 
@@ -481,6 +486,13 @@ class WebSocketUser(User):
 
     def _start_ticking(self) -> None:
         now = perf_counter()
+        if self.in_flight > 0:
+            self._fill_window()
+            # Only to time out replies that never come (no tick sends anything).
+            self._tick_timer = self._hub.loop.timer(self.reply_timeout / 2, self.reply_timeout / 2)
+            self._tick_repeat = -1.0
+            self._tick_timer.start(self._tick, update=True)
+            return
         self._follow_schedule(now)
         # Ticks missed while disconnected are not sent late in a burst.
         self._next_tick = max(self._next_tick, now)
@@ -505,6 +517,13 @@ class WebSocketUser(User):
 
     def _tick(self) -> None:
         """A periodic message is due (runs in the event loop: it must never block)."""
+        if self.in_flight > 0:
+            try:
+                self._expire_overdue(perf_counter())
+                self._fill_window()
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the event loop
+                self._report_user_error(exc)
+            return
         try:
             steady = self._send_periodic()
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the ticks (nor the event loop)
@@ -544,6 +563,16 @@ class WebSocketUser(User):
             scheduled_at = sent_at
         self._start_request(payload, payload, "echo", scheduled_at, False, self._sequence, block=False)
         return interval == self._interval
+
+    def _fill_window(self) -> None:
+        """Send echoes until ``in_flight`` are waiting (never blocks)."""
+        while len(self._pending) < self.in_flight and self.state is ConnectionState.OPEN and not self._stopping:
+            payload = self._next_payload()
+            if (
+                self._start_request(payload, payload, "echo", perf_counter(), False, self._sequence, block=False)
+                is None
+            ):
+                return
 
     def _expire_overdue(self, now: float) -> None:
         timeout = self.reply_timeout
@@ -591,6 +620,8 @@ class WebSocketUser(User):
                 if pending.blocking:
                     pending.reply = message
                     self._settle(pending)
+                elif self._holding and self.in_flight > 0 and not self._retiring:
+                    self._fill_window()  # closed loop: the next one leaves at once
                 if not pendings and (self._stopping or self._retiring):
                     self._drained.set()
                 return
