@@ -234,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         document, index = decoder.raw_decode(text, index)
         documents.append(document)
-    entries = next((d for d in documents if d), [])
+    # With --processes, every worker prints its own (small) --json too: the master's has the most requests.
+    entries = max(
+        documents, key=lambda d: sum(e.get("num_requests", 0) for e in d) if isinstance(d, list) else -1, default=[]
+    )
     stats = {entry["name"]: entry for entry in entries}
     start = next((i for i, line in enumerate(locust.stderr) if line == "WebSocket results"), None)
     results = []

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Column", "emit_results", "header", "print_table", "ratio", "rounded"]
+__all__ = ["Column", "emit_results", "header", "percentile_columns", "print_table", "ratio", "rounded"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,12 @@ class Column:
     format: str = "int"
     """``int`` (1,234), ``f1`` / ``f2`` / ``f3`` (decimals), ``pct`` (a share as %), ``mb`` (bytes as MB),
     ``str``."""
+
+
+def percentile_columns(prefix: str, key: str) -> tuple[Column, ...]:
+    """p50, p95 and p99 columns of a figure in ms: titles ``PREFIX p50``..., keys ``KEY_p50_ms``..."""
+    title = f"{prefix} " if prefix else ""
+    return tuple(Column(f"{title}p{q}", f"{key}_p{q}_ms", "f3") for q in (50, 95, 99))
 
 
 _FORMATS: dict[str, Callable[[Any], str]] = {

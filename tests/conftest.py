@@ -4,6 +4,17 @@ import pytest
 
 
 @pytest.fixture
+def server():
+    """The reference server in this process, on a free loopback port."""
+    from wslocust.server import ServerConfig, create_server
+
+    server = create_server(ServerConfig(host="127.0.0.1", port=0))
+    server.start()
+    yield server
+    server.stop(timeout=1)
+
+
+@pytest.fixture
 def unused_port():
     """A loopback port that nothing listens on (bound, then released)."""
     with socket.socket() as sock:

@@ -22,14 +22,6 @@ from wslocust.server import ServerConfig, create_server
 from wslocust.uri import parse_uri
 
 
-@pytest.fixture
-def server():
-    server = create_server(ServerConfig(host="127.0.0.1", port=0))
-    server.start()
-    yield server
-    server.stop(timeout=1)
-
-
 def open_connection(url: str, **options) -> tuple[Connection, list]:
     received: list = []
     connection = Connection(

@@ -7,20 +7,10 @@ import sys
 import time
 
 import locust
-import pytest
 from helpers import REPO_ROOT, free_port, run_server_process, wait_for
 from locust.env import Environment
 
 from wslocust import WebSocketUser
-from wslocust.server import ServerConfig, create_server
-
-
-@pytest.fixture
-def server():
-    server = create_server(ServerConfig(host="127.0.0.1", port=0))
-    server.start()
-    yield server
-    server.stop(timeout=1)
 
 
 def connect_times(users: int, spawn_rate: float, url: str) -> list[float]:

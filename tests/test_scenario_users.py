@@ -6,7 +6,6 @@ import argparse
 import time
 
 import locust
-import pytest
 from helpers import wait_for
 from locust.env import Environment
 
@@ -18,14 +17,6 @@ from wslocust.settings import Schedule, publish_schedule
 ALL_AT_ONCE = 1000
 """A spawn rate at which a few users connect within milliseconds (wslocust.pacing spreads a burst over
 its size divided by the rate)."""
-
-
-@pytest.fixture
-def server():
-    server = create_server(ServerConfig(host="127.0.0.1", port=0))
-    server.start()
-    yield server
-    server.stop(timeout=1)
 
 
 def start_run(user_class, users, host, **options):

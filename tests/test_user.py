@@ -7,7 +7,6 @@ import os
 
 import gevent
 import locust
-import pytest
 from helpers import wait_for
 from locust import constant, task
 from locust.env import Environment
@@ -15,14 +14,6 @@ from locust.env import Environment
 from wslocust import ConnectionState, WebSocketUser
 from wslocust.plugin import counters
 from wslocust.server import ServerConfig, create_server
-
-
-@pytest.fixture
-def server():
-    server = create_server(ServerConfig(host="127.0.0.1", port=0))
-    server.start()
-    yield server
-    server.stop(timeout=1)
 
 
 def start_run(*user_classes, users=1, host=None):

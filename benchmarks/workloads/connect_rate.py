@@ -25,7 +25,7 @@ from typing import Any
 from ..generators import Generator, locust_command, locust_percentile
 from ..measure import Context, wait_server_idle
 from ..processes import log
-from ..report import Column, emit_results, header, print_table, rounded
+from ..report import Column, emit_results, header, percentile_columns, print_table, rounded
 from ..servers import Server, start_server
 
 __all__ = ["add_arguments", "run"]
@@ -78,15 +78,9 @@ COLUMNS = (
     Column("connects", "connects"),
     Column("failed", "connects_failed"),
     Column("conn/s", "connect_rate", "f1"),
-    Column("p50", "connect_p50_ms", "f3"),
-    Column("p95", "connect_p95_ms", "f3"),
-    Column("p99", "connect_p99_ms", "f3"),
-    Column("exact p50", "exact_p50_ms", "f3"),
-    Column("exact p95", "exact_p95_ms", "f3"),
-    Column("exact p99", "exact_p99_ms", "f3"),
-    Column("srv p50", "server_p50_ms", "f3"),
-    Column("srv p95", "server_p95_ms", "f3"),
-    Column("srv p99", "server_p99_ms", "f3"),
+    *percentile_columns("", "connect"),
+    *percentile_columns("exact", "exact"),
+    *percentile_columns("srv", "server"),
     Column("gen CPU %", "generator_cpu_share", "pct"),
     Column("srv %", "server_cpu_share", "pct"),
 )

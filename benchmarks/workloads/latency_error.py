@@ -26,7 +26,7 @@ from typing import Any
 from ..generators import Generator, locust_command, locust_percentile
 from ..measure import Context, wait_server_idle
 from ..processes import busy_seconds, log
-from ..report import Column, emit_results, header, print_table, rounded
+from ..report import Column, emit_results, header, percentile_columns, print_table, rounded
 from ..servers import Server, start_server
 
 __all__ = ["add_arguments", "run"]
@@ -92,18 +92,10 @@ COLUMNS = (
     Column("variant", "variant", "str"),
     Column("echoes", "echoes"),
     Column("srv msgs", "server_messages"),
-    Column("p50", "client_p50_ms", "f3"),
-    Column("p95", "client_p95_ms", "f3"),
-    Column("p99", "client_p99_ms", "f3"),
-    Column("exact p50", "exact_p50_ms", "f3"),
-    Column("exact p95", "exact_p95_ms", "f3"),
-    Column("exact p99", "exact_p99_ms", "f3"),
-    Column("srv p50", "server_p50_ms", "f3"),
-    Column("srv p95", "server_p95_ms", "f3"),
-    Column("srv p99", "server_p99_ms", "f3"),
-    Column("err p50", "error_p50_ms", "f3"),
-    Column("err p95", "error_p95_ms", "f3"),
-    Column("err p99", "error_p99_ms", "f3"),
+    *percentile_columns("", "client"),
+    *percentile_columns("exact", "exact"),
+    *percentile_columns("srv", "server"),
+    *percentile_columns("err", "error"),
     Column("exact err p50/95/99", "exact_errors", "str"),
     Column("gen CPU %", "generator_cpu_share", "pct"),
     Column("core %", "generator_core_busy_share", "pct"),
