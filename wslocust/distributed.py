@@ -37,6 +37,7 @@ module adds what a WebSocket run needs on top of it:
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import time
 from dataclasses import dataclass, field
@@ -413,7 +414,31 @@ def _on_init(environment: Any, **_: Any) -> None:
             _cache_default_args()
             # Read by WorkerRunner.heartbeat_timeout_checker at each check: a module global of Locust's.
             locust_runners.MASTER_HEARTBEAT_TIMEOUT = MASTER_TIMEOUT
+            _no_master_timeout_while_stopping(runner)
         _set_up_source_addresses(environment)
+
+
+def _no_master_timeout_while_stopping(runner: WorkerRunner) -> None:
+    """
+    Suspend the master timeout while the worker stops its users.
+
+    A worker handles "stop" and "quit" in its message loop, which reads nothing else until
+    every user is stopped: closing 12,500 connections took 16 s, the master's heartbeats
+    waited unread, and after :data:`MASTER_TIMEOUT` the worker quit in the middle, its last
+    report unsent. Stopping is bounded by itself (``--stop-timeout``, each user's
+    ``close_timeout``), so no timeout is lost.
+    """
+    locust_stop = runner.stop
+
+    def stop(*args: Any, **kwargs: Any) -> Any:
+        locust_runners.MASTER_HEARTBEAT_TIMEOUT = math.inf
+        try:
+            return locust_stop(*args, **kwargs)
+        finally:
+            runner.last_heartbeat_timestamp = time.time()  # the heartbeats that waited are read next
+            locust_runners.MASTER_HEARTBEAT_TIMEOUT = MASTER_TIMEOUT
+
+    runner.stop = stop  # type: ignore[method-assign]
 
 
 @events.test_start.add_listener
