@@ -229,7 +229,11 @@ def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dic
         f"({t['unsolicited_received']:,} pushed); {format_bytes(t['bytes_sent'])} out, "
         f"{format_bytes(t['bytes_received'])} in"
         + (f"; {run['msg_rate']:,.0f} received/s at full connections" if run["msg_rate"] is not None else "")
-        + (f"; {t['sends_late']:,} periodic sends > 2 ms behind schedule" if t["sends_late"] else ""),
+        + (
+            f"; {t['sends_late']:,} periodic send{'s' if t['sends_late'] != 1 else ''} > 2 ms behind schedule"
+            if t["sends_late"]
+            else ""
+        ),
         f"  latency      {_round_trip(round_trip)} (whole run)",
         (
             f"  replies      {t['replies_timed_out']:,} timed out ({t['replies_late']:,} came late), "
