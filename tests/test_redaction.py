@@ -379,7 +379,7 @@ def _run_with_secrets(tmp_path: Path, target: str, *, on_command_line: bool) -> 
     env = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "MESSAGE_INTERVAL", "LOCUST_HOST")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     command = [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--autostart", "-u", "2", "-r", "2",
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--autostart", "-u", "2", "-r", "100",
         "-t", "60s", "--web-host", "127.0.0.1", "--web-port", web.rsplit(":", 1)[1], "--csv", str(tmp_path / "run"),
         "--html", str(tmp_path / "report.html"), "--stop-timeout", "2",
         *(["--host", target] if on_command_line else []),
@@ -487,7 +487,7 @@ def test_a_worker_given_only_the_concealed_target_connects_with_the_real_one(tmp
         target = server.url.replace("ws://", f"ws://user:{SECRET}@") + f"?token={SECRET}"
         for name, args in [
             ("master", ["--master", "--master-bind-port", master_port, "--headless", "--expect-workers", "1",
-                        "-u", "2", "-r", "2", "-t", "3s", "--host", target]),
+                        "-u", "2", "-r", "100", "-t", "3s", "--host", target]),
             ("worker", ["--worker", "--master-port", master_port]),
         ]:  # fmt: skip
             with open(tmp_path / f"{name}.out", "w") as stdout, open(tmp_path / f"{name}.err", "w") as stderr:

@@ -167,9 +167,13 @@ def refusal(environment: Any, users: int, *, forked_workers: int | None = None) 
 def _worker_capacities(environment: Any, runner: MasterRunner) -> dict[str, Capacity]:
     reported: dict[str, int] = getattr(environment, "ws_worker_open_files", {})
     present = [node.id for node in runner.clients.values() if node.state != STATE_MISSING]
-    # A worker reports right after it connects: give a worker that has just done so a moment.
-    deadline = time.monotonic() + _REPORT_WAIT
-    while any(client_id not in reported for client_id in present) and time.monotonic() < deadline:
+    # A worker reports right after it connects: give a worker that has just done so a moment
+    # (only that one: a report lost to a race must not delay every later start).
+    connected: dict[str, float] = getattr(environment, "ws_worker_connected_at", {})
+    now = time.monotonic()
+    awaited = [cid for cid in present if cid not in reported and now - connected.get(cid, now) < _REPORT_WAIT]
+    deadline = now + _REPORT_WAIT
+    while any(cid not in reported for cid in awaited) and time.monotonic() < deadline:
         gevent.sleep(0.05)
     return {
         f"worker {client_id} (index {runner.worker_indexes.get(client_id)})": Capacity(reported[client_id])
@@ -229,11 +233,16 @@ def _check_at_start(environment: Any) -> None:
     users = requested_at_start(environment)
     if users is None:
         return
-    runner = environment.runner
-    forked = getattr(environment.parsed_options, "processes", None) if isinstance(runner, MasterRunner) else None
-    line = refusal(environment, users, forked_workers=forked or None)
+    line = refusal(environment, users, forked_workers=_forked_workers(environment))
     if line is not None:
         stop_at_start(environment, line)
+
+
+def _forked_workers(environment: Any) -> int | None:
+    """How many workers a master forked on this host (``--processes``), else None."""
+    if not isinstance(environment.runner, MasterRunner) or environment.parsed_options is None:
+        return None
+    return getattr(environment.parsed_options, "processes", None) or None
 
 
 def _guard_start(environment: Any, runner: Any) -> None:
@@ -247,7 +256,7 @@ def _guard_start(environment: Any, runner: Any) -> None:
         users = user_count
         if isinstance(environment.shape_class, Stages):
             users = max(users, _shape_maximum(environment.shape_class) or 0)
-        line = refusal(environment, users)
+        line = refusal(environment, users, forked_workers=_forked_workers(environment))
         if line is None:
             return locust_start(user_count, spawn_rate, *args, **kwargs)
         if line not in reported:  # a shape asks again at every tick: say it once
@@ -302,6 +311,10 @@ def _on_init(environment: Any, web_ui: Any = None, **_: Any) -> None:
         return
     if isinstance(runner, MasterRunner):
         runner.register_message(OPEN_FILES_MESSAGE, _receive_open_files)
+        environment.ws_worker_connected_at = {}
+        environment.events.worker_connect.add_listener(
+            lambda client_id, **_: environment.ws_worker_connected_at.__setitem__(client_id, time.monotonic())
+        )
     if environment.parsed_options is not None:
         _check_at_start(environment)
     _guard_start(environment, runner)
