@@ -161,7 +161,7 @@ def _messages(aggregate: dict[str, Any]) -> Panel:
     table.add_row("payload in", format_bytes(r["bytes_received"]), format_bytes(t["bytes_received"]))
     table.add_row("replies timed out", "", f"{t['replies_timed_out']:,}")
     table.add_row("replies lost", "", f"{t['replies_lost']:,}")
-    table.add_row("replies late / duplicated / out of order", "",
+    table.add_row("late / dup / reordered", "",
                   f"{t['replies_late']:,} / {t['replies_duplicated']:,} / {t['replies_out_of_order']:,}")  # fmt: skip
     return Panel(table, title="Messages", border_style="cyan", expand=True)
 
