@@ -61,7 +61,9 @@ def test_a_worker_learns_its_share_of_the_spawn_rate_from_the_master(tmp_path):
         "class Holder(WebSocketUser):\n"
         "    message_interval = 0\n"
         "    def on_start(self):\n"
-        "        print('rate per worker', self.environment.parsed_options.ws_spawn_rate_per_worker, flush=True)\n"
+        "        rate = self.environment.parsed_options.ws_spawn_rate_per_worker\n"
+        # one write per line: both workers print to the same pipe
+        "        print(f'rate per worker {rate}', flush=True)\n"
     )
     port = free_port()
     with run_server_process() as server:
