@@ -50,9 +50,15 @@ def test_two_significant_digits_below_10_ms_tenths_to_100_ms_and_locusts_buckets
     assert bucket_response_time(value) == bucket
 
 
-@given(st.floats(min_value=0.001, max_value=9.9))
+@given(st.floats(min_value=0.01, max_value=99.9))
 def test_a_bucket_is_within_five_percent_of_the_value(value):
     assert abs(bucket_response_time(value) - value) <= 0.05 * value + 1e-12
+
+
+@given(st.floats(min_value=0.001, max_value=0.01))
+def test_below_ten_microseconds_a_bucket_is_within_half_a_microsecond(value):
+    # one microsecond is the finest bucket: a 5.3 us response time is kept as 0.005 ms
+    assert abs(bucket_response_time(value) - value) <= 0.0005 + 1e-12
 
 
 @pytest.mark.parametrize(
