@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wslocust import frames
-from wslocust.frames import OP_TEXT, FrameParser, serialize_frame
-from wslocust.protocol import ClientProtocol
+from wslocust.codec import frames
+from wslocust.codec.frames import OP_TEXT, FrameParser, serialize_frame
+from wslocust.codec.protocol import ClientProtocol
 
 __all__ = ["main", "measure"]
 

@@ -8,7 +8,7 @@ is a generated locustfile instead (see ``echo_throughput.py``).
 
 - ``websocket-client``: ``websocket.WebSocket()`` with websocket-client's own
   framing and blocking ``recv()``, under gevent's monkey patching.
-- ``wslocust-connection``: :class:`wslocust.connection.Connection`, one
+- ``wslocust-connection``: :class:`wslocust.transport.connection.Connection`, one
   receiving greenlet per connection; ``on_message`` sets a
   :class:`gevent.event.Event` the sending greenlet waits on.
 
@@ -96,8 +96,8 @@ def wslocust_connection(url: str, payload: str, counts: Counts, stopping: Any) -
     import gevent
     import gevent.event
 
-    from wslocust.connection import Connection
-    from wslocust.uri import parse_uri
+    from wslocust.codec.uri import parse_uri
+    from wslocust.transport.connection import Connection
 
     echoed = gevent.event.Event()
 

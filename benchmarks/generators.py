@@ -7,7 +7,7 @@ Variants (the names every workload uses):
 websocket-client       ``echo_clients.py``: greenlets on ``websocket.WebSocket()``, no Locust
 locust-websocket-client a headless ``locust`` run of ``locustfiles/typical.py``: the typical
                        Locust user, websocket-client in a plain ``locust.User``
-wslocust-connection    ``echo_clients.py``: greenlets on ``wslocust.connection.Connection``,
+wslocust-connection    ``echo_clients.py``: greenlets on ``wslocust.transport.connection.Connection``,
                        no Locust
 wslocust-user          a headless ``locust`` run of ``locustfiles/wslocust_users.py``
 wslocust-window        the same, closed loop without a task: a task-less user with ``in_flight = 1``

@@ -9,7 +9,7 @@ same samples three ways:
 
 - ``exact``: sorted raw samples;
 - ``locust``: Locust's own ``bucket_response_time`` (whole ms below 100 ms);
-- ``wslocust``: :func:`wslocust.bucketing.bucket_response_time`, two
+- ``wslocust``: :func:`wslocust.reporting.bucketing.bucket_response_time`, two
   significant digits below 10 ms, Locust's buckets above.
 
 Both bucketed columns use Locust's percentile function. Prints a table and a
@@ -36,7 +36,7 @@ from locust.env import Environment
 from locust.stats import calculate_response_time_percentile
 
 from wslocust import WebSocketUser
-from wslocust.bucketing import bucket_response_time
+from wslocust.reporting.bucketing import bucket_response_time
 
 __all__ = ["main"]
 

@@ -93,5 +93,5 @@ def top_functions(collapsed: str, limit: int) -> str:
 
 
 def _short(frame: str) -> str:
-    # "send_text (wslocust/connection.py:230)" with the site-packages prefix removed.
+    # "send_text (wslocust/transport/connection.py:230)" with the site-packages prefix removed.
     return re.sub(r"\(\S*?(?:site-packages|lib/python3\.\d+|/work/main)/", "(", frame)

@@ -17,7 +17,9 @@ from helpers import REPO_ROOT, free_port, run_server_process, wait_for
 from locust.env import Environment
 
 from wslocust import ConnectError, WebSocketUser
-from wslocust.addresses import (
+from wslocust.integration.plugin import next_source_address
+from wslocust.server import ServerConfig, create_server
+from wslocust.transport.addresses import (
     IP_BIND_ADDRESS_NO_PORT,
     MAX_SOURCE_ADDRESSES,
     SourceAddresses,
@@ -25,8 +27,6 @@ from wslocust.addresses import (
     connect_from,
     parse_source_addresses,
 )
-from wslocust.plugin import next_source_address
-from wslocust.server import ServerConfig, create_server
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="127.0.0.0/8 is all local on Linux only")
 with_ss = pytest.mark.skipif(shutil.which("ss") is None, reason="`ss` (iproute2) lists the server's connections")

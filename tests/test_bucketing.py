@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from locust.stats import RequestStats, StatsCSV
 
-from wslocust import bucketing
-from wslocust.bucketing import bucket_response_time, format_ms
+from wslocust.reporting import bucketing
+from wslocust.reporting.bucketing import bucket_response_time, format_ms
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,7 +9,7 @@ import pytest
 from gevent.server import StreamServer
 from helpers import wait_for
 
-from wslocust.connection import Connection, Proxy, ssl_context
+from wslocust.codec.uri import parse_uri
 from wslocust.exceptions import (
     ConfigurationError,
     ConnectError,
@@ -19,7 +19,7 @@ from wslocust.exceptions import (
     TLSError,
 )
 from wslocust.server import ServerConfig, create_server
-from wslocust.uri import parse_uri
+from wslocust.transport.connection import Connection, Proxy, ssl_context
 
 
 def open_connection(url: str, **options) -> tuple[Connection, list]:

@@ -123,10 +123,10 @@ def _quietly(call):
 
 def test_a_worker_computes_locusts_default_options_once_not_once_per_option_of_each_spawn_message(monkeypatch):
     # Locust's worker calls default_args_dict() for every option of every spawn message; each
-    # call builds a whole argument parser. wslocust computes it once (see wslocust.distributed).
+    # call builds a whole argument parser. wslocust computes it once (see wslocust.integration.distributed).
     from locust import argument_parser
 
-    from wslocust import distributed
+    from wslocust.integration import distributed
 
     built = []
     original_parser = argument_parser.get_empty_argument_parser

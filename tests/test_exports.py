@@ -26,7 +26,7 @@ def test_every_module_declares_all_and_its_names_exist():
 
 def test_top_level_api_is_the_user_its_states_the_exceptions_and_the_version():
     exceptions = importlib.import_module("wslocust.exceptions")
-    shapes = importlib.import_module("wslocust.shapes")
+    shapes = importlib.import_module("wslocust.integration.shapes")
     assert len(set(wslocust.__all__)) == len(wslocust.__all__)
     for name in wslocust.__all__:
         assert hasattr(wslocust, name), name

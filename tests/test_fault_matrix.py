@@ -524,7 +524,7 @@ def test_messages_sent_on_a_closing_connection_are_not_counted_as_lost_replies(t
     never_sent = echoed + s["timed_out"] + s["lost"] + s["in_flight"] - s["sent"]
     if never_sent > 0:
         pytest.xfail(
-            f"wslocust/user.py _start_request: {never_sent} messages whose send raised ConnectionClosed (close "
+            f"wslocust/user/websocket_user.py _start_request: {never_sent} messages whose send raised ConnectionClosed (close "
             "frame received, TCP not yet closed) stayed pending and were counted as lost replies, never as sent"
         )
     assert_messages_add_up(result)

@@ -1,4 +1,4 @@
-"""Tests of wslocust.frames: RFC 6455 §5 framing, byte for byte."""
+"""Tests of wslocust.codec.frames: RFC 6455 §5 framing, byte for byte."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from wslocust import frames
-from wslocust.exceptions import ProtocolError
-from wslocust.frames import (
+from wslocust.codec import frames
+from wslocust.codec.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -32,6 +31,7 @@ from wslocust.frames import (
     serialize_close_payload,
     serialize_frame,
 )
+from wslocust.exceptions import ProtocolError
 
 # The masking key of every masked example in RFC 6455 §5.7.
 MASK = bytes.fromhex("37fa213d")
@@ -514,7 +514,7 @@ FORBIDDEN_MODULES = (
 PACKAGE_DIR = Path(frames.__file__).parent
 
 # wslocust/__init__.py imports locust (which patches sockets through gevent),
-# so importing wslocust.frames normally would drag it in. The child process
+# so importing wslocust.codec.frames normally would drag it in. The child process
 # registers a bare "wslocust" package pointing at the source directory, so the
 # codec modules (and wslocust.exceptions, which they use) load from their
 # files without running __init__.py.

@@ -8,13 +8,13 @@ arbitrary: random bytes, and valid streams (messages fragmented around
 control frames, pings, pongs, a close) with one random mutation (bits
 flipped, bytes inserted, deleted or overwritten, the stream truncated), cut
 into random chunks. They go (a) into the sans-I/O
-:class:`~wslocust.protocol.ClientProtocol` and (b) through a real socket,
+:class:`~wslocust.codec.protocol.ClientProtocol` and (b) through a real socket,
 from a fake server after a valid upgrade, into
-:class:`~wslocust.connection.Connection`.
+:class:`~wslocust.transport.connection.Connection`.
 
 Properties:
 
-- nothing raises: a violation is a :class:`~wslocust.protocol.Failure` with
+- nothing raises: a violation is a :class:`~wslocust.codec.protocol.Failure` with
   code 1002, 1007 or 1009 and a queued close frame carrying it; through the
   socket, ``receive_forever`` returns a ``ConnectionClosed`` with that code;
 - nothing hangs: each example runs under a deadline;
@@ -47,9 +47,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wslocust.connection import Connection
-from wslocust.exceptions import ConnectionClosed
-from wslocust.frames import (
+from wslocust.codec.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -61,8 +59,10 @@ from wslocust.frames import (
     serialize_close_payload,
     serialize_frame,
 )
-from wslocust.protocol import ClientProtocol, Close, Event, Failure, Ping, Pong
-from wslocust.uri import parse_uri
+from wslocust.codec.protocol import ClientProtocol, Close, Event, Failure, Ping, Pong
+from wslocust.codec.uri import parse_uri
+from wslocust.exceptions import ConnectionClosed
+from wslocust.transport.connection import Connection
 
 _RANDOM_EXAMPLES = int(os.environ.get("WSLOCUST_FUZZ_EXAMPLES", "0"))
 

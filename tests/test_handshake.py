@@ -1,4 +1,4 @@
-"""Tests of wslocust.handshake: the HTTP/1.1 upgrade (RFC 6455 §4.1, §4.2.2)."""
+"""Tests of wslocust.codec.handshake: the HTTP/1.1 upgrade (RFC 6455 §4.1, §4.2.2)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import base64
 
 import pytest
 
-from wslocust.exceptions import ConfigurationError, HandshakeError
-from wslocust.handshake import (
+from wslocust.codec.handshake import (
     Response,
     accept_value,
     build_request,
@@ -15,6 +14,7 @@ from wslocust.handshake import (
     parse_response,
     validate_response,
 )
+from wslocust.exceptions import ConfigurationError, HandshakeError
 
 # RFC 6455 §1.3 and §4.2.2.
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="

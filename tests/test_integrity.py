@@ -8,7 +8,7 @@ from helpers import wait_for
 from locust.env import Environment
 
 from wslocust import WebSocketUser
-from wslocust.plugin import counters
+from wslocust.integration.plugin import counters
 
 
 def test_late_duplicated_reordered_and_missing_echoes_are_counted_as_the_server_sent_them():

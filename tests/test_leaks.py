@@ -12,7 +12,7 @@ from locust import constant, task
 from locust.env import Environment
 
 from wslocust import WebSocketUser
-from wslocust.plugin import counters
+from wslocust.integration.plugin import counters
 from wslocust.server import ServerConfig, create_server
 
 

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import REPO_ROOT, free_port, master_json_stats, run_server_process, wait_for
 
-from wslocust.limits import HEADROOM, Capacity, open_files_limit, refusal
+from wslocust.integration.limits import HEADROOM, Capacity, open_files_limit, refusal
 
 pytestmark = pytest.mark.slow
 

@@ -21,9 +21,9 @@ from wslocust.exceptions import (
     ReceiveTimeout,
     connection_closed,
 )
-from wslocust.live import NODE_KEY, Live, category_label, classify_error, merge_counts
-from wslocust.metrics import REPORT_KEY, WsCounters
-from wslocust.system import SystemSample
+from wslocust.reporting.live import NODE_KEY, Live, category_label, classify_error, merge_counts
+from wslocust.reporting.system import SystemSample
+from wslocust.run.counters import REPORT_KEY, WsCounters
 
 
 class Echo(WebSocketUser):

@@ -20,10 +20,10 @@ from locust.runners import WorkerNode
 from rich.console import Console
 
 from wslocust import WebSocketUser
-from wslocust.live import NODE_KEY, Live
-from wslocust.metrics import REPORT_KEY, WsCounters
 from wslocust.monitor import Monitor, render
-from wslocust.system import SystemSample
+from wslocust.reporting.live import NODE_KEY, Live
+from wslocust.reporting.system import SystemSample
+from wslocust.run.counters import REPORT_KEY, WsCounters
 
 
 class Echo(WebSocketUser):

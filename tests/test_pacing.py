@@ -1,4 +1,4 @@
-"""Users that Locust starts in one burst connect evenly over the burst's share of time (wslocust.pacing)."""
+"""Users that Locust starts in one burst connect evenly over the burst's share of time (wslocust.run.pacing)."""
 
 from __future__ import annotations
 

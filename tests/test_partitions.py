@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import netns_cluster
 from netns_cluster import Cluster, Host, Process
 
-from wslocust.distributed import MASTER_TIMEOUT
+from wslocust.integration.distributed import MASTER_TIMEOUT
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests of wslocust.protocol.ClientProtocol, without any I/O."""
+"""Tests of wslocust.codec.protocol.ClientProtocol, without any I/O."""
 
 from __future__ import annotations
 
@@ -8,13 +8,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from wslocust import frames
-from wslocust.exceptions import (
-    ConnectionClosed,
-    ConnectionClosedError,
-    ConnectionClosedOK,
-)
-from wslocust.frames import (
+from wslocust.codec import frames
+from wslocust.codec.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -27,7 +22,7 @@ from wslocust.frames import (
     serialize_close_payload,
     serialize_frame,
 )
-from wslocust.protocol import (
+from wslocust.codec.protocol import (
     CLOSED,
     CLOSING,
     OPEN,
@@ -39,6 +34,11 @@ from wslocust.protocol import (
     Pong,
     State,
     random_mask,
+)
+from wslocust.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
 )
 
 MASK = bytes.fromhex("37fa213d")

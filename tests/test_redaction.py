@@ -31,9 +31,9 @@ import pytest
 from helpers import REPO_ROOT, free_port, run_server_process, wait_for
 
 from wslocust import redaction
-from wslocust.connection import Connection, Proxy
+from wslocust.codec.handshake import build_request
+from wslocust.codec.uri import parse_uri
 from wslocust.exceptions import ConfigurationError, ConnectionClosedError, HandshakeError
-from wslocust.handshake import build_request
 from wslocust.redaction import (
     RedactedStderr,
     RedactSecrets,
@@ -44,7 +44,7 @@ from wslocust.redaction import (
     redact_uri,
     reveal_uri,
 )
-from wslocust.uri import parse_uri
+from wslocust.transport.connection import Connection, Proxy
 
 SECRET = "s3cret"
 """The one secret every credential of the real runs is made of, so that one search finds any leak."""

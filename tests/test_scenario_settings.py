@@ -22,7 +22,7 @@ from locust.argument_parser import parse_options, ui_extra_args_dict
 from locust.util.load_locustfile import load_locustfile
 from test_scenario_runs import Run, Sampler, assert_follows, intended_curve, locust, master_port_args, shape_of
 
-from wslocust.settings import PROFILES
+from wslocust.integration.settings import PROFILES
 
 README = (REPO_ROOT / "README.md").read_text()
 
@@ -147,7 +147,7 @@ def test_the_variables_change_the_10k_test_as_documented():
     assert "Sending spawn jobs of 30 users at 10.00 spawn rate to 2 ready workers" in result.stderr
     options = {"ws_target_connections": "30", "ws_ramp_up_time": "3000", "ws_test_duration": "2000"}
     assert_follows(run, intended_curve(shape_of("ten_k.py", **options)))
-    # 10 a second: Locust hands each worker its 5 of every second at once, and wslocust.pacing
+    # 10 a second: Locust hands each worker its 5 of every second at once, and wslocust.run.pacing
     # spreads their connects over the second, so the server sees an even rise (one a tenth of a
     # second from each worker), not steps of 10
     counts = [n for _, n in sampler.open_connections(since=run.shape_started)]

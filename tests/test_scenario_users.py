@@ -10,12 +10,12 @@ from helpers import wait_for
 from locust.env import Environment
 
 from wslocust import WebSocketUser
-from wslocust.plugin import counters
+from wslocust.integration.plugin import counters
+from wslocust.integration.settings import Schedule, publish_schedule
 from wslocust.server import ServerConfig, create_server
-from wslocust.settings import Schedule, publish_schedule
 
 ALL_AT_ONCE = 1000
-"""A spawn rate at which a few users connect within milliseconds (wslocust.pacing spreads a burst over
+"""A spawn rate at which a few users connect within milliseconds (wslocust.run.pacing spreads a burst over
 its size divided by the rate)."""
 
 
@@ -144,7 +144,7 @@ def test_a_stop_in_the_middle_of_fast_churn_leaves_both_sides_counts_equal(serve
 def test_error_recovery_asks_another_target_to_fail_with_post_faults(caplog):
     from gevent.pywsgi import WSGIServer
 
-    from wslocust.shapes import _post_fault
+    from wslocust.integration.shapes import _post_fault
 
     received = []
 

@@ -13,9 +13,9 @@ from helpers import REPO_ROOT
 from locust.util.load_locustfile import load_locustfile
 
 from wslocust import AT_ONCE, Churn, ConfigurationError, RampUp, Spike, Stage, Stages, Sustained, Wave
-from wslocust import shapes as shapes_module
-from wslocust.settings import PROFILES, Schedule, scenario_option, schedule, time_scale
-from wslocust.shapes import AT_ONCE_RATE_FACTOR as ONCE
+from wslocust.integration import shapes as shapes_module
+from wslocust.integration.settings import PROFILES, Schedule, scenario_option, schedule, time_scale
+from wslocust.integration.shapes import AT_ONCE_RATE_FACTOR as ONCE
 
 
 def run_with(**options):

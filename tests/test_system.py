@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from wslocust import system
-from wslocust.system import SATURATION_SECONDS, SystemSample, SystemSampler
+from wslocust.reporting import system
+from wslocust.reporting.system import SATURATION_SECONDS, SystemSample, SystemSampler
 
 
 class Clock:

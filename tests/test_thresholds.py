@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 from locust.stats import RequestStats
 
-from wslocust import bucketing
 from wslocust.exceptions import ConfigurationError
-from wslocust.thresholds import EXIT_CODE, SUITE, evaluate, format_table, parse_thresholds
+from wslocust.reporting import bucketing
+from wslocust.reporting.thresholds import EXIT_CODE, SUITE, evaluate, format_table, parse_thresholds
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,14 +12,14 @@ from locust import constant, task
 from locust.env import Environment
 
 from wslocust import ConnectionState, WebSocketUser
-from wslocust.plugin import counters
+from wslocust.integration.plugin import counters
 from wslocust.server import ServerConfig, create_server
 
 
 def start_run(*user_classes, users=1, host=None):
     environment = Environment(user_classes=list(user_classes), events=locust.events, host=host)
     runner = environment.create_local_runner()
-    # Connect within milliseconds: wslocust.pacing spreads a burst over its size divided by the rate.
+    # Connect within milliseconds: wslocust.run.pacing spreads a burst over its size divided by the rate.
     runner.start(users, spawn_rate=1000)
     return environment, runner
 

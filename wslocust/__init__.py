@@ -8,7 +8,7 @@ wslocust: WebSocket load testing as a Locust extension.
 # Locust first: it lets gevent patch the standard library before anything opens a socket.
 import locust  # noqa: F401  isort:skip
 
-from .exceptions import (
+from wslocust.exceptions import (
     ConfigurationError,
     ConnectError,
     ConnectionClosed,
@@ -20,9 +20,9 @@ from .exceptions import (
     ReceiveTimeout,
     WsLocustError,
 )
-from .settings import time_scaled
-from .shapes import AT_ONCE, Churn, ErrorRecovery, RampUp, Spike, Stage, Stages, Sustained, Wave
-from .user import ConnectionState, WebSocketUser
+from wslocust.integration.settings import time_scaled
+from wslocust.integration.shapes import AT_ONCE, Churn, ErrorRecovery, RampUp, Spike, Stage, Stages, Sustained, Wave
+from wslocust.user.websocket_user import ConnectionState, WebSocketUser
 
 __version__ = "0.1.0"
 

@@ -33,7 +33,7 @@ class CommandLineParser(argparse.ArgumentParser):
 def _subcommands() -> list[tuple[str, ModuleType, str]]:
     # Imported here, not at module level: the subcommand modules import this
     # one for CommandLineParser.
-    from . import monitor, server
+    from wslocust import monitor, server
 
     return [
         ("serve", server, server.SERVE_DESCRIPTION),

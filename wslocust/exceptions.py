@@ -24,7 +24,7 @@ that Locust's Failures tab groups identical faults into one row.
 
 from __future__ import annotations
 
-from .redaction import redact_text
+from wslocust.redaction import redact_text
 
 __all__ = [
     "ConfigurationError",

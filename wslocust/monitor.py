@@ -27,9 +27,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .bucketing import format_ms
-from .live import category_label
-from .reports import format_bytes, format_count
+from wslocust.reporting.bucketing import format_ms
+from wslocust.reporting.live import category_label
+from wslocust.reporting.reports import format_bytes, format_count
 
 __all__ = ["DEFAULT_URL", "MONITOR_DESCRIPTION", "Monitor", "MonitorError", "add_arguments", "fetch", "render", "run"]
 

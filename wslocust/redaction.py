@@ -12,9 +12,9 @@ Three tools, from the most to the least precise:
   ``host``), by its redacted form, and the real URL stays in this process's
   registry. Locust shows only what it holds, so its web UI, ``--html`` report,
   download file names and our ``/ws/stats`` never see the secret, while
-  :func:`wslocust.uri.parse_uri` reveals the real URL when a user connects. The
+  :func:`wslocust.codec.uri.parse_uri` reveals the real URL when a user connects. The
   master ships its registry to its workers with each spawn message (see
-  :mod:`wslocust.plugin`).
+  :mod:`wslocust.integration.plugin`).
 - :func:`redact_text` replaces every known secret (a registered URL's
   credentials and tokens, the values of secret-looking headers such as
   ``Authorization`` and ``Cookie``) and every URL's credentials in free text: a

@@ -7,7 +7,7 @@ The WebSocket figures in Locust's web UI, on the web UI's own port:
   (errors by category), through the ``extended_tabs`` / ``extended_tables``
   template arguments and the ``extended_stats`` of ``/stats/requests`` that
   Locust's UI polls;
-* ``GET /ws/stats``: the same data as JSON (:meth:`wslocust.live.Live.snapshot`);
+* ``GET /ws/stats``: the same data as JSON (:meth:`wslocust.reporting.live.Live.snapshot`);
 * ``GET /ws/stats/csv``: the per-node table as CSV (also on the Download Data tab);
 * ``GET /ws/metrics``: Prometheus text format, for Grafana and friends.
 
@@ -26,8 +26,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from . import live, plugin, reports, thresholds
-from .live import GAUGES, TOTALS, Live
+from wslocust.integration import plugin
+from wslocust.reporting import live, reports, thresholds
+from wslocust.reporting.live import GAUGES, TOTALS, Live
 
 __all__ = ["TABLES", "TABS", "prometheus_text", "tab_rows"]
 

@@ -80,7 +80,7 @@ FD_SAMPLE_EVERY = 10
 class SystemSampler:
     """
     Takes :class:`SystemSample` readings of this process; call :meth:`sample`
-    about once a second (``wslocust.live`` runs it in a greenlet).
+    about once a second (``wslocust.reporting.live`` runs it in a greenlet).
     """
 
     def __init__(self, clock: Any = time.monotonic) -> None:

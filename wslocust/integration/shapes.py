@@ -5,7 +5,7 @@ Every class here is an abstract base (``abstract = True``): Locust runs the
 first non-abstract shape it finds in a locustfile, so a locustfile subclasses
 one and overrides its class attributes, which are in seconds::
 
-    from wslocust.shapes import Spike
+    from wslocust.integration.shapes import Spike
 
     class FiveHundredAtOnce(Spike):
         connections = 500
@@ -31,7 +31,7 @@ Resolution limits, from how Locust drives shapes:
   delays the following stages.
 - Message intervals and connection lifetimes change exactly at stage
   boundaries: the shape sends the whole timeline to the users (see
-  :mod:`wslocust.settings`).
+  :mod:`wslocust.integration.settings`).
 """
 
 from __future__ import annotations
@@ -48,9 +48,16 @@ from typing import Any, ClassVar, NamedTuple
 import gevent
 from locust import LoadTestShape
 
-from .exceptions import ConfigurationError
-from .settings import Schedule, live_connections, option_flag, publish_schedule, scenario_option, stop_at_start
-from .uri import parse_uri
+from wslocust.codec.uri import parse_uri
+from wslocust.exceptions import ConfigurationError
+from wslocust.integration.settings import (
+    Schedule,
+    live_connections,
+    option_flag,
+    publish_schedule,
+    scenario_option,
+    stop_at_start,
+)
 
 __all__ = [
     "AT_ONCE",
@@ -75,7 +82,7 @@ AT_ONCE = math.inf
 
 AT_ONCE_RATE_FACTOR = 1000
 """An :data:`AT_ONCE` step asks Locust for this many times its change per second: Locust
-dispatches it in one step, and :mod:`wslocust.pacing`, which spreads the connects of a burst
+dispatches it in one step, and :mod:`wslocust.run.pacing`, which spreads the connects of a burst
 over the burst's size divided by the rate, then opens them within a millisecond per thousand."""
 
 _HIGH_RATE_WARNING = "Your selected spawn rate is very high"
@@ -144,7 +151,7 @@ class Stages(LoadTestShape):
 
     watch_connections: ClassVar[bool] = False
     """Have workers send their open connections to the master every 0.2 s (see
-    :func:`~wslocust.settings.live_connections`), for shapes that react to them."""
+    :func:`~wslocust.integration.settings.live_connections`), for shapes that react to them."""
 
     run_options: ClassVar[frozenset[str]] = frozenset()
     """The attributes the run may override: ``connections`` (``TARGET_CONNECTIONS``), ``ramp_up``
@@ -480,7 +487,7 @@ class ErrorRecovery(Stages):
     X.XX s after the fault``, and kept in ``environment.ws_recovery``. It comes
     from the users' counters, looked at every ``poll_interval``: exact in one
     process; with workers, each sends its count every 0.2 s while the shape runs
-    (:func:`~wslocust.settings.live_connections`).
+    (:func:`~wslocust.integration.settings.live_connections`).
 
     The suite: 500 connections, a message per second, about 10 s.
     """
@@ -582,7 +589,7 @@ class ErrorRecovery(Stages):
 
 
 def _restart_embedded_server(environment: Any, down_for: float) -> None:
-    from .server import create_server
+    from wslocust.server import create_server
 
     server = environment.ws_embedded_server
     stopped_at = time.perf_counter()

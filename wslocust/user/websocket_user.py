@@ -33,9 +33,8 @@ from locust import User
 from locust.exception import StopUser
 from locust.user.task import LOCUST_STATE_WAITING
 
-from . import plugin, settings
-from .connection import Connection, Proxy
-from .exceptions import (
+from wslocust.codec.uri import WsURI, parse_uri
+from wslocust.exceptions import (
     ConfigurationError,
     ConnectionClosed,
     ConnectTimeout,
@@ -44,9 +43,10 @@ from .exceptions import (
     WsLocustError,
     connection_closed,
 )
-from .metrics import WsCounters
-from .pacing import start_pacer
-from .uri import WsURI, parse_uri
+from wslocust.integration import plugin, settings
+from wslocust.run.counters import WsCounters
+from wslocust.run.pacing import start_pacer
+from wslocust.transport.connection import Connection, Proxy
 
 __all__ = ["ConnectionState", "WebSocketUser"]
 
@@ -182,12 +182,12 @@ class WebSocketUser(User):
     max_reconnect_attempts: int = 5
     """Failed attempts in a row after which the user gives up (state ``failed``) and stops."""
 
-    # Churn (wslocust.settings / wslocust.shapes) ------------------------------
+    # Churn (wslocust.integration.settings / wslocust.integration.shapes) ------------------------------
 
     connection_lifetime: float | None = None
     """Seconds each connection lives before the user closes it cleanly (counted in ``closed``,
     not as a failure) and opens a new one at once (a ``reconnect``); None: forever. A shape's
-    ``connection_lifetime`` (:class:`~wslocust.shapes.Churn`) takes precedence. The first
+    ``connection_lifetime`` (:class:`~wslocust.integration.shapes.Churn`) takes precedence. The first
     connection of each user lives a random part of it, so that users do not churn in step."""
 
     # Ping -------------------------------------------------------------------
@@ -457,7 +457,7 @@ class WebSocketUser(User):
             return float(self.message_interval)
         return plugin.DEFAULT_MESSAGE_INTERVAL_MS / 1000
 
-    # The shape's schedule (wslocust.settings): set by _follow_schedule.
+    # The shape's schedule (wslocust.integration.settings): set by _follow_schedule.
     _schedule_ends = math.inf
     """When the current stage's message interval ends: the user wakes up then to follow the next."""
     _own_interval: float | None = None

@@ -28,9 +28,9 @@ import locust.stats
 from locust import events
 from locust.runners import WorkerRunner
 
-from . import live
-from .bucketing import format_ms
-from .live import RATES, TOTALS
+from wslocust.reporting import live
+from wslocust.reporting.bucketing import format_ms
+from wslocust.reporting.live import RATES, TOTALS
 
 __all__ = [
     "ROW_COLUMNS",

@@ -7,10 +7,10 @@ there: it holds the server's side). A process asked for more users than its
 ``RLIMIT_NOFILE`` allows would open connections until ``accept``/``socket``
 fail with EMFILE, one failure per user and per retry. So the run is checked
 where the number of users per process is known, after
-:mod:`wslocust.plugin` has raised the soft limit to the hard limit:
+:mod:`wslocust.integration.plugin` has raised the soft limit to the hard limit:
 
 - at start, for headless runs (``-u``, or the largest stage of a
-  :class:`~wslocust.shapes.Stages` shape), in the single process or, with
+  :class:`~wslocust.integration.shapes.Stages` shape), in the single process or, with
   ``--processes N``, for the forked workers (same host, same limit): one line
   and exit code 2, as for any bad option;
 - when a swarm arrives from the web UI (``POST /swarm``): refused with one
@@ -102,10 +102,10 @@ def own_capacity(environment: Any) -> Capacity:
 def requested_at_start(environment: Any) -> int | None:
     """
     The most users a headless run will ask for, when known at start: the largest
-    stage of a :class:`~wslocust.shapes.Stages` shape, or ``-u``. None when only
+    stage of a :class:`~wslocust.integration.shapes.Stages` shape, or ``-u``. None when only
     later swarms will tell (the web UI, other shapes).
     """
-    from .shapes import Stages
+    from wslocust.integration.shapes import Stages
 
     options = environment.parsed_options
     if options is None or not (getattr(options, "headless", False) or getattr(options, "autostart", False)):
@@ -120,12 +120,12 @@ def requested_at_start(environment: Any) -> int | None:
 
 
 def _shape_maximum(shape: Any) -> int | None:
-    from .exceptions import ConfigurationError
+    from wslocust.exceptions import ConfigurationError
 
     try:
         return max(users for users, _ in shape.plan().ticks)
     except ConfigurationError:
-        return None  # reported by wslocust.settings at start, or at the shape's first tick
+        return None  # reported by wslocust.integration.settings at start, or at the shape's first tick
 
 
 # The check ---------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def _processes_needed(users: int, capacity: Capacity) -> int:
 
 
 def _check_at_start(environment: Any) -> None:
-    from .settings import stop_at_start
+    from wslocust.integration.settings import stop_at_start
 
     users = requested_at_start(environment)
     if users is None:
@@ -251,7 +251,7 @@ def _guard_start(environment: Any, runner: Any) -> None:
     reported: set[str] = set()
 
     def start(user_count: int, spawn_rate: float, *args: Any, **kwargs: Any) -> None:
-        from .shapes import Stages
+        from wslocust.integration.shapes import Stages
 
         users = user_count
         if isinstance(environment.shape_class, Stages):
@@ -302,7 +302,7 @@ def _receive_open_files(environment: Any, msg: Any, **_: Any) -> None:
 
 @events.init.add_listener
 def _on_init(environment: Any, web_ui: Any = None, **_: Any) -> None:
-    # Registered after wslocust.plugin's listener: the limit is raised and the embedded server started.
+    # Registered after wslocust.integration.plugin's listener: the limit is raised and the embedded server started.
     runner = environment.runner
     if runner is None:
         return

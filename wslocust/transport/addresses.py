@@ -16,8 +16,8 @@ then fixes only the address and the port is chosen at connect(), for the
 whole 4-tuple. Without it, bind() reserves a port for that address against
 every destination, and a busy host runs out of ports sooner.
 
-This module has no Locust import: :mod:`wslocust.connection` uses
-:func:`connect_from`, and :mod:`wslocust.distributed` reads the option and
+This module has no Locust import: :mod:`wslocust.transport.connection` uses
+:func:`connect_from`, and :mod:`wslocust.integration.distributed` reads the option and
 rotates with :class:`SourceAddresses`. Besides the connection layer, it is
 the only module that touches sockets, and only to choose the local address.
 """
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from gevent import socket as gsocket
 
-from .exceptions import ConnectError
+from wslocust.exceptions import ConnectError
 
 __all__ = [
     "IP_BIND_ADDRESS_NO_PORT",

@@ -7,7 +7,7 @@ module adds what a WebSocket run needs on top of it:
 
 - ``--ws-source-addresses`` / ``WS_SOURCE_ADDRESSES``: each process that runs
   users binds its connections to these local addresses in turn (see
-  :mod:`wslocust.addresses`), past the ~28,000 connections one source address
+  :mod:`wslocust.transport.addresses`), past the ~28,000 connections one source address
   can hold to one server address and port. It is a property of each host, so
   every process reads its own command line and environment; the master's
   value is not sent to the workers. Workers start the rotation at their
@@ -48,8 +48,8 @@ from locust import events
 from locust import runners as locust_runners
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from .addresses import SourceAddresses, check_bindable, parse_source_addresses
-from .metrics import WsCounters
+from wslocust.run.counters import WsCounters
+from wslocust.transport.addresses import SourceAddresses, check_bindable, parse_source_addresses
 
 __all__ = [
     "FINAL_REPORT_TIMEOUT",
@@ -157,7 +157,7 @@ def _set_up_source_addresses(environment: Any) -> None:
 
 
 def _exit(environment: Any, message: str) -> NoReturn:
-    from .settings import stop_at_start
+    from wslocust.integration.settings import stop_at_start
 
     stop_at_start(environment, f"wslocust: {message}")
 
@@ -201,7 +201,7 @@ def worker_reports(environment: Any) -> list[WorkerReport]:
 
     On a master only; an empty list elsewhere. The counters of a ``missing``
     or ``disconnected`` worker are its last report: they stay in the totals
-    (:func:`wslocust.plugin.aggregate_counters`).
+    (:func:`wslocust.integration.plugin.aggregate_counters`).
     """
     runner = environment.runner
     if not isinstance(runner, MasterRunner):
@@ -406,7 +406,7 @@ def _on_init(environment: Any, **_: Any) -> None:
             _source_addresses_of_this_host(environment)
         if not _state.quit_listener_added:
             # Added now, after every module-level "quit" listener: this line
-            # follows the WebSocket results that wslocust.reports prints.
+            # follows the WebSocket results that wslocust.reporting.reports prints.
             events.quit.add_listener(lambda **_: _log_missing_workers())
             _state.quit_listener_added = True
     elif runner is not None:  # a LocalRunner or a WorkerRunner: it runs users

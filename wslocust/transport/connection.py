@@ -3,7 +3,7 @@ The gevent I/O layer: one WebSocket client connection on a gevent socket.
 
 :class:`Connection` opens the TCP (and TLS) connection, performs the HTTP
 upgrade, then moves bytes between the socket and the sans-I/O
-:class:`~wslocust.protocol.ClientProtocol`. Reads are buffered (one ``recv``
+:class:`~wslocust.codec.protocol.ClientProtocol`. Reads are buffered (one ``recv``
 per chunk of up to 64 KiB, never one per header byte); every message found in
 a chunk carries the time the chunk arrived, which is what latency is measured
 against.
@@ -36,9 +36,10 @@ import gevent.event
 import gevent.lock
 from gevent import socket as gsocket
 
-from . import handshake
-from .addresses import connect_from
-from .exceptions import (
+from wslocust.codec import handshake
+from wslocust.codec.protocol import OPEN, ClientProtocol, Close, Failure, Ping, Pong
+from wslocust.codec.uri import WsURI, redact_uri
+from wslocust.exceptions import (
     ConfigurationError,
     ConnectError,
     ConnectionClosed,
@@ -50,8 +51,7 @@ from .exceptions import (
     WsLocustError,
     connection_closed,
 )
-from .protocol import OPEN, ClientProtocol, Close, Failure, Ping, Pong
-from .uri import WsURI, redact_uri
+from wslocust.transport.addresses import connect_from
 
 __all__ = ["Connection", "Proxy", "ssl_context"]
 

@@ -20,10 +20,11 @@ import gevent
 from locust import events
 from locust.runners import WorkerRunner
 
-from . import distributed
-from .exceptions import ConfigurationError
-from .metrics import REPORT_KEY, WsCounters
-from .redaction import (
+from wslocust.codec.uri import parse_uri
+from wslocust.exceptions import ConfigurationError
+from wslocust.integration import distributed
+from wslocust.integration.settings import stop_at_start
+from wslocust.redaction import (
     RedactedStderr,
     RedactSecrets,
     add_concealed_targets,
@@ -33,8 +34,7 @@ from .redaction import (
     register_secret,
     register_uri_secrets,
 )
-from .settings import stop_at_start
-from .uri import parse_uri
+from wslocust.run.counters import REPORT_KEY, WsCounters
 
 __all__ = [
     "DEFAULT_MESSAGE_INTERVAL_MS",
@@ -74,7 +74,7 @@ def _milliseconds(option: str, env: str) -> Any:
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any) -> None:
-    from .settings import show_in_web_ui
+    from wslocust.integration.settings import show_in_web_ui
 
     group = parser.add_argument_group("wslocust", "WebSocket options (wslocust)")
     action = group.add_argument(
@@ -87,6 +87,25 @@ def _add_options(parser: Any) -> None:
         "0 sends none. Overrides the locustfile's message_interval. Default: the locustfile's, else 5000.",
     )
     show_in_web_ui(action)
+    group.add_argument(
+        "--ws-embedded-port",
+        type=_port,
+        env_var="WS_EMBEDDED_PORT",
+        default=EMBEDDED_PORT,
+        metavar="PORT",
+        help=f"Port of the embedded reference server, started when no target is given (--host / WS_SERVER_URL); "
+        f"0 takes any free port. Default: {EMBEDDED_PORT}.",
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"WS_EMBEDDED_PORT / --ws-embedded-port: {text!r} is not a port (0-65535)")
+    return value
 
 
 def message_interval(environment: Any) -> float | None:
@@ -243,8 +262,8 @@ def _on_test_start(environment: Any, **_: Any) -> None:
 
 def _check_user_class_urls(environment: Any, *, check_host: bool) -> None:
     """Stop at start, with one line, on a WebSocketUser's invalid ``host`` or ``proxy``, rather than fail each user."""
-    from .connection import Proxy
-    from .user import WebSocketUser
+    from wslocust.transport.connection import Proxy
+    from wslocust.user.websocket_user import WebSocketUser
 
     for user_class in environment.user_classes:
         if not (isinstance(user_class, type) and issubclass(user_class, WebSocketUser)):
@@ -260,16 +279,19 @@ def _check_user_class_urls(environment: Any, *, check_host: bool) -> None:
 
 
 def _start_embedded_server(environment: Any) -> None:
-    from .server import ServerConfig, create_server
+    from wslocust.server import ServerConfig, create_server
 
-    server = create_server(ServerConfig(host=EMBEDDED_HOST, port=EMBEDDED_PORT, path="/ws"))
+    options = environment.parsed_options
+    port = getattr(options, "ws_embedded_port", EMBEDDED_PORT) if options is not None else EMBEDDED_PORT
+    server = create_server(ServerConfig(host=EMBEDDED_HOST, port=int(port), path="/ws"))
     try:
         server.start()
     except OSError as exc:
         stop_at_start(
             environment,
-            f"wslocust: cannot start the embedded reference server on {EMBEDDED_HOST}:{EMBEDDED_PORT} "
-            f"({exc.strerror}); pass --host ws://{EMBEDDED_HOST}:{EMBEDDED_PORT}/ws to target what runs there",
+            f"wslocust: cannot start the embedded reference server on {EMBEDDED_HOST}:{port} "
+            f"({exc.strerror}); pass --host ws://{EMBEDDED_HOST}:{port}/ws to target what runs there, "
+            "or --ws-embedded-port 0 for any free port",
         )
     environment.ws_embedded_server = server
     environment.host = server.url
@@ -283,7 +305,7 @@ def _on_quit(**_: Any) -> None:
     if environment is None or isinstance(environment.runner, WorkerRunner):
         return
     # One greppable line with every counter since the start (Reset Stats does not
-    # touch it), for scripts; the readable block comes from wslocust.reports.
+    # touch it), for scripts; the readable block comes from wslocust.reporting.reports.
     total = aggregate_counters(environment)
     logger.info(
         "WebSocket summary: %d connects (%d failed, %d reconnects, %d disconnects), "
@@ -324,4 +346,9 @@ def _raise_open_files_limit() -> None:
 
 
 # Live metrics, web UI tabs, console and CSV reports, thresholds (each registers its own listeners).
-from . import bucketing, limits, live, reports, thresholds, web  # noqa: F401  isort:skip
+from wslocust.reporting import bucketing  # noqa: F401  isort:skip
+from wslocust.integration import limits  # noqa: F401  isort:skip
+from wslocust.reporting import live  # noqa: F401  isort:skip
+from wslocust.reporting import reports  # noqa: F401  isort:skip
+from wslocust.reporting import thresholds  # noqa: F401  isort:skip
+from wslocust.reporting import web  # noqa: F401  isort:skip

@@ -8,8 +8,8 @@ import ipaddress
 import urllib.parse
 from typing import NamedTuple
 
-from .exceptions import ConfigurationError
-from .redaction import looks_concealed, redact_uri, reveal_uri
+from wslocust.exceptions import ConfigurationError
+from wslocust.redaction import looks_concealed, redact_uri, reveal_uri
 
 __all__ = ["WsURI", "parse_uri", "redact_uri"]
 

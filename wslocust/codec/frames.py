@@ -365,7 +365,7 @@ class FrameParser:
     no reserved bits (no extension is ever negotiated), no reserved opcodes,
     control frames that are final and at most 125 bytes, masking that matches
     the sender's side, sane lengths. Message-level rules (fragmentation
-    order, UTF-8) belong to :class:`wslocust.protocol.ClientProtocol`.
+    order, UTF-8) belong to :class:`wslocust.codec.protocol.ClientProtocol`.
 
     After it raises, the parser is unusable: every later call raises the
     same error again (with no frames).

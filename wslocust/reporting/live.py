@@ -6,13 +6,13 @@ console lines, the CSV files and the thresholds.
 Every generator process (a worker, or the single process of a local run) is
 a *node*. Each node keeps:
 
-* its :class:`~wslocust.metrics.WsCounters` (``wslocust.plugin`` ships them
-  under :data:`~wslocust.metrics.REPORT_KEY`);
+* its :class:`~wslocust.run.counters.WsCounters` (``wslocust.integration.plugin`` ships them
+  under :data:`~wslocust.run.counters.REPORT_KEY`);
 * its errors by category (:func:`classify_error`), counted from Locust's own
   error table at each report, so that no request pays for it;
 * the round-trip percentiles of the requests it logged since its last report,
   read from its Locust statistics just before Locust resets them;
-* a :class:`~wslocust.system.SystemSample` of its process and host.
+* a :class:`~wslocust.reporting.system.SystemSample` of its process and host.
 
 A worker sends all but the counters under :data:`NODE_KEY` in each Locust
 worker report. Every count is a total since the process started, never a
@@ -48,8 +48,7 @@ from locust.stats import (
     diff_response_time_dicts,
 )
 
-from . import plugin
-from .exceptions import (
+from wslocust.exceptions import (
     ConnectError,
     ConnectionClosed,
     ConnectionRefused,
@@ -61,8 +60,9 @@ from .exceptions import (
     ReceiveTimeout,
     TLSError,
 )
-from .metrics import REPORT_KEY, WsCounters
-from .system import SAMPLE_INTERVAL, SystemSample, SystemSampler
+from wslocust.integration import plugin
+from wslocust.reporting.system import SAMPLE_INTERVAL, SystemSample, SystemSampler
+from wslocust.run.counters import REPORT_KEY, WsCounters
 
 __all__ = [
     "GAUGES",

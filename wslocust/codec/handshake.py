@@ -4,7 +4,7 @@ The opening handshake of a WebSocket client (RFC 6455 §4.1), sans I/O.
 The I/O layer writes :func:`build_request`, feeds what it reads to
 :func:`parse_response` until that returns a response, checks it with
 :func:`validate_response`, then hands the leftover bytes to
-:class:`wslocust.protocol.ClientProtocol`: a server may send frames right
+:class:`wslocust.codec.protocol.ClientProtocol`: a server may send frames right
 behind its 101 response, in the same TCP segment.
 """
 

@@ -13,7 +13,7 @@ Options, each also an environment variable with the suite's meaning:
 
 A value the command line or the environment gave wins over the profile, which
 wins over the locustfile's shape. ``MESSAGE_INTERVAL`` is defined in
-:mod:`wslocust.plugin`.
+:mod:`wslocust.integration.plugin`.
 
 The shape runs only on the master (or the single process), but message
 intervals and connection lifetimes are user behaviour: at each tick the shape
@@ -41,7 +41,7 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
-from .exceptions import ConfigurationError
+from wslocust.exceptions import ConfigurationError
 
 __all__ = [
     "PROFILES",
@@ -318,7 +318,7 @@ def scenario_option(environment: Any, name: str) -> Any:
     if options is None:
         return None
     if name == "message_interval":
-        from .plugin import message_interval
+        from wslocust.integration.plugin import message_interval
 
         try:
             return message_interval(environment)
@@ -453,7 +453,7 @@ def live_connections(environment: Any) -> tuple[int, int]:
     process's counters, plus each worker's last :data:`WATCH_INTERVAL` report
     on a master (its last 3-second report before the first one arrives).
     """
-    from .plugin import aggregate_counters, counters
+    from wslocust.integration.plugin import aggregate_counters, counters
 
     fresh: dict[str, tuple[int, int]] = getattr(environment, "ws_live_connections", {})
     if not fresh:
@@ -470,7 +470,7 @@ def _receive_connections(environment: Any, msg: Any, **_: Any) -> None:
 
 
 def _send_connections_forever(environment: Any) -> None:
-    from .plugin import counters
+    from wslocust.integration.plugin import counters
 
     runner = environment.runner
     while True:
@@ -492,7 +492,7 @@ def _on_init(environment: Any, **_: Any) -> None:
         runner.register_message(CONNECTIONS_MESSAGE, _receive_connections)
     if environment.parsed_options is None:
         return
-    from .shapes import Stages
+    from wslocust.integration.shapes import Stages
 
     if isinstance(environment.shape_class, Stages):
         environment.shape_class.check_settings()

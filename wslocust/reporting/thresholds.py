@@ -54,11 +54,11 @@ from locust import events
 from locust import log as locust_log
 from locust.runners import STATE_RUNNING, WorkerRunner
 
-from . import live
-from .bucketing import format_ms
-from .exceptions import ConfigurationError
-from .reports import format_bytes, format_count
-from .settings import stop_at_start
+from wslocust.exceptions import ConfigurationError
+from wslocust.integration.settings import stop_at_start
+from wslocust.reporting import live
+from wslocust.reporting.bucketing import format_ms
+from wslocust.reporting.reports import format_bytes, format_count
 
 __all__ = [
     "EXIT_CODE",

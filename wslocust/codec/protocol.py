@@ -2,7 +2,7 @@
 The client side of a WebSocket connection after the handshake, sans I/O.
 
 :class:`ClientProtocol` turns received bytes into events and outgoing
-messages into bytes; the I/O layer (``wslocust.connection``) only moves bytes
+messages into bytes; the I/O layer (``wslocust.transport.connection``) only moves bytes
 between it and a socket::
 
     events = protocol.receive_data(sock.recv(65536))
@@ -26,8 +26,7 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import TypeAlias
 
-from wslocust.exceptions import ConnectionClosed, connection_closed
-from wslocust.frames import (
+from wslocust.codec.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -42,6 +41,7 @@ from wslocust.frames import (
     parse_close_payload,
     serialize_close_payload,
 )
+from wslocust.exceptions import ConnectionClosed, connection_closed
 
 __all__ = [
     "CLOSED",

@@ -1,0 +1,3 @@
+"""How wslocust plugs into Locust: options, shapes, distribution and limits."""
+
+__all__: list[str] = []
