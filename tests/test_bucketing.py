@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from locust.stats import RequestStats, StatsCSV
 
+from wslocust.formatting import format_ms
 from wslocust.reporting import bucketing
-from wslocust.reporting.bucketing import bucket_response_time, format_ms
+from wslocust.reporting.bucketing import bucket_response_time
 
 
 @pytest.fixture(scope="module", autouse=True)

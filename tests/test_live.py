@@ -21,7 +21,8 @@ from wslocust.exceptions import (
     ReceiveTimeout,
     connection_closed,
 )
-from wslocust.reporting.live import NODE_KEY, Live, category_label, classify_error, merge_counts
+from wslocust.formatting import category_label
+from wslocust.reporting.live import NODE_KEY, Live, classify_error, merge_counts
 from wslocust.reporting.system import SystemSample
 from wslocust.run.counters import REPORT_KEY, WsCounters
 

@@ -3,10 +3,18 @@ wslocust: WebSocket load testing as a Locust extension.
 
 ``from wslocust import WebSocketUser`` in a locustfile, subclass it, and run
 ``locust -f yourfile.py``.
+
+The names below are loaded on first use (PEP 562), so that ``import
+wslocust.monitor`` or the codec does not start a load generator. Asking for a
+Locust-facing name (the user, its states, the shapes, ``time_scaled``) imports
+Locust first, which lets gevent patch the standard library before anything
+opens a socket, and then plugs wslocust into Locust's events.
 """
 
-# Locust first: it lets gevent patch the standard library before anything opens a socket.
-import locust  # noqa: F401  isort:skip
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from wslocust.exceptions import (
     ConfigurationError,
@@ -20,11 +28,23 @@ from wslocust.exceptions import (
     ReceiveTimeout,
     WsLocustError,
 )
-from wslocust.integration.settings import time_scaled
-from wslocust.integration.shapes import AT_ONCE, Churn, ErrorRecovery, RampUp, Spike, Stage, Stages, Sustained, Wave
-from wslocust.user.websocket_user import ConnectionState, WebSocketUser
+
+if TYPE_CHECKING:
+    from wslocust.integration.settings import time_scaled
+    from wslocust.integration.shapes import AT_ONCE, Churn, ErrorRecovery, RampUp, Spike, Stage, Stages, Sustained, Wave
+    from wslocust.user import ConnectionState, WebSocketUser
 
 __version__ = "0.1.0"
+
+_LOCUST_FACING = {
+    "time_scaled": "wslocust.integration.settings",
+    "WebSocketUser": "wslocust.user",
+    "ConnectionState": "wslocust.user",
+    **{
+        name: "wslocust.integration.shapes"
+        for name in ("AT_ONCE", "Churn", "ErrorRecovery", "RampUp", "Spike", "Stage", "Stages", "Sustained", "Wave")
+    },
+}
 
 __all__ = [
     "AT_ONCE",
@@ -51,3 +71,19 @@ __all__ = [
     "__version__",
     "time_scaled",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LOCUST_FACING.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'wslocust' has no attribute {name!r}")
+    # Locust first: it lets gevent patch the standard library before anything opens a socket.
+    importlib.import_module("locust")
+    importlib.import_module("wslocust.integration.plugin")  # plugs wslocust into Locust's events
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

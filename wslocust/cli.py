@@ -11,28 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 from types import ModuleType
-from typing import NoReturn
 
-__all__ = ["CommandLineParser", "build_parser", "main"]
+from wslocust.arguments import CommandLineParser
 
-
-class CommandLineParser(argparse.ArgumentParser):
-    """
-    An ``ArgumentParser`` whose errors are one line, with no usage block.
-
-    A bad value reads ``wslocust serve: error: --port: 70000 is not a valid
-    port (0-65535)``, then the process exits with status 2.
-    """
-
-    def error(self, message: str) -> NoReturn:
-        # argparse says "argument --port: ..."; the option name alone is clearer.
-        message = message.removeprefix("argument ")
-        self.exit(2, f"{self.prog}: error: {message}\n")
+__all__ = ["build_parser", "main"]
 
 
 def _subcommands() -> list[tuple[str, ModuleType, str]]:
-    # Imported here, not at module level: the subcommand modules import this
-    # one for CommandLineParser.
+    # Imported here: ``wslocust monitor`` need not load the reference server, nor the other way round.
     from wslocust import monitor, server
 
     return [

@@ -27,9 +27,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from wslocust.reporting.bucketing import format_ms
-from wslocust.reporting.live import category_label
-from wslocust.reporting.reports import format_bytes, format_count
+from wslocust.formatting import category_label, format_bytes, format_count, format_ms
 
 __all__ = ["DEFAULT_URL", "MONITOR_DESCRIPTION", "Monitor", "MonitorError", "add_arguments", "fetch", "render", "run"]
 

@@ -28,12 +28,10 @@ import locust.stats
 from locust import events
 from locust.stats import StatsCSV, StatsEntry
 
-__all__ = ["bucket_response_time", "format_ms", "install", "installed", "uninstall"]
+from wslocust.formatting import FINE_BELOW_MS, TENTHS_BELOW_MS, format_ms
 
-_FINE_BELOW_MS = 10.0
-"""Below this, keep two significant digits."""
-_TENTHS_BELOW_MS = 100.0
-"""From ``_FINE_BELOW_MS`` to this, keep tenths of a millisecond; from here up, Locust's own bucketing applies."""
+__all__ = ["bucket_response_time", "install", "installed", "uninstall"]
+
 _SMALLEST_MS = 0.001
 """One microsecond: the finest bucket."""
 
@@ -58,9 +56,9 @@ def bucket_response_time(response_time: float) -> int | float:
     3400). Keys are exact decimal roundings, so the same value always lands in the
     same key, on any worker.
     """
-    if response_time >= _TENTHS_BELOW_MS:
+    if response_time >= TENTHS_BELOW_MS:
         return _original_bucket(response_time)
-    if response_time >= _FINE_BELOW_MS:
+    if response_time >= FINE_BELOW_MS:
         return round(response_time, 1)
     if response_time <= 0:
         return 0
@@ -70,29 +68,13 @@ def bucket_response_time(response_time: float) -> int | float:
     return round(response_time, min(digits, 3))
 
 
-def format_ms(value: float | None) -> str:
-    """
-    A response time as the console shows it: whole milliseconds from 100 ms up
-    (as Locust prints them), tenths from 10 ms (``50.3``), two significant
-    digits below (``0.37``, ``4.2``).
-    """
-    if not value:
-        return "0"
-    if value >= _TENTHS_BELOW_MS:
-        return f"{value:.0f}"
-    if value >= _FINE_BELOW_MS:
-        return f"{value:.1f}"
-    digits = min(3, max(1, 1 - math.floor(math.log10(value))))
-    return f"{value:.{digits}f}"
-
-
 def _display_ms(value: float | None) -> float | int:
     """A response time as a number for JSON and CSV: ints from 100 ms up, tenths from 10 ms, else 3 decimals."""
     if not value:
         return 0
-    if value >= _TENTHS_BELOW_MS:
+    if value >= TENTHS_BELOW_MS:
         return round(value)
-    if value >= _FINE_BELOW_MS:
+    if value >= FINE_BELOW_MS:
         return round(value, 1)
     return round(value, 3)
 

@@ -72,7 +72,6 @@ __all__ = [
     "TOTALS",
     "Live",
     "Node",
-    "category_label",
     "classify_error",
     "current_environment",
     "get",
@@ -146,31 +145,6 @@ def classify_error(error: object) -> str:
     if isinstance(error, str):  # a master's copy of a worker's error
         return error.split("(", 1)[0] or "other"
     return type(error).__name__ if error is not None else "other"
-
-
-_LABELS = {
-    "dns": "DNS lookup failed",
-    "refused": "connection refused",
-    "tls": "TLS failed",
-    "connect": "no TCP connection",
-    "connect_timeout": "connect timeout",
-    "handshake": "upgrade rejected",
-    "protocol": "protocol error",
-    "reply_timeout": "no reply in time",
-    "ping_timeout": "no pong in time",
-    "closed_1006": "connection lost (1006)",
-}
-
-
-def category_label(category: str) -> str:
-    """A category in words: ``closed_1011`` -> ``closed by server with code 1011``."""
-    if category in _LABELS:
-        return _LABELS[category]
-    if category.startswith("handshake_"):
-        return f"upgrade rejected: HTTP {category[10:]}"
-    if category.startswith("closed_"):
-        return f"closed by server with code {category[7:]}"
-    return category
 
 
 def merge_counts(*counts: dict[str, int]) -> dict[str, int]:

@@ -28,15 +28,13 @@ import locust.stats
 from locust import events
 from locust.runners import WorkerRunner
 
+from wslocust.formatting import category_label, format_bytes, format_count, format_ms
 from wslocust.reporting import live
-from wslocust.reporting.bucketing import format_ms
 from wslocust.reporting.live import RATES, TOTALS
 
 __all__ = [
     "ROW_COLUMNS",
     "console_lines",
-    "format_bytes",
-    "format_count",
     "node_rows",
     "nodes_csv",
     "summary_lines",
@@ -150,24 +148,6 @@ def nodes_csv(snapshot: dict[str, Any]) -> str:
 # Formatting --------------------------------------------------------------------
 
 
-def format_count(value: float) -> str:
-    """1234 -> ``1,234``; rates keep one decimal below 10 (``2.5``)."""
-    if value and abs(value) < 10 and value != int(value):
-        return f"{value:.1f}"
-    return f"{value:,.0f}"
-
-
-def format_bytes(value: float | None, per_second: bool = False) -> str:
-    """Bytes in B, KB, MB or GB (powers of 1000)."""
-    suffix = "/s" if per_second else ""
-    if value is None:
-        return "-"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.1f} {unit}{suffix}"
-    return f"{value:.0f} B{suffix}"
-
-
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{format_ms(value)} ms"
 
@@ -256,7 +236,7 @@ def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dic
     errors = aggregate["errors"]
     if errors:
         by_category = ", ".join(
-            f"{count:,} {live.category_label(category)}"
+            f"{count:,} {category_label(category)}"
             for category, count in sorted(errors.items(), key=lambda i: -i[1])
         )
         lines.append(
@@ -317,7 +297,7 @@ class _CsvFiles:
             writer = csv.writer(f)
             writer.writerow(("category", "error", "count"))
             for category, count in sorted(errors.items(), key=lambda item: -item[1]):
-                writer.writerow((category, live.category_label(category), count))
+                writer.writerow((category, category_label(category), count))
 
         _rewrite(f"{self.prefix}_websocket_errors.csv", write_errors)
         self.history_writer.writerow({"timestamp": int(time.time()), **rows[0]})

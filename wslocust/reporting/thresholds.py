@@ -55,10 +55,9 @@ from locust import log as locust_log
 from locust.runners import STATE_RUNNING, WorkerRunner
 
 from wslocust.exceptions import ConfigurationError
+from wslocust.formatting import format_bytes, format_count, format_ms
 from wslocust.integration.settings import stop_at_start
 from wslocust.reporting import live
-from wslocust.reporting.bucketing import format_ms
-from wslocust.reporting.reports import format_bytes, format_count
 
 __all__ = [
     "EXIT_CODE",

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from wslocust.formatting import category_label
 from wslocust.integration import plugin
 from wslocust.reporting import live, reports, thresholds
 from wslocust.reporting.live import GAUGES, TOTALS, Live
@@ -157,7 +158,7 @@ def tab_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     total = sum(errors.values())
     error_rows = [
         {
-            "error": live.category_label(category),
+            "error": category_label(category),
             "category": category,
             "count": count,
             "share": round(100 * count / total, 1) if total else 0,

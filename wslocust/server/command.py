@@ -11,7 +11,7 @@ from typing import Any
 
 import gevent
 
-from ..cli import CommandLineParser
+from ..arguments import CommandLineParser
 from ..exceptions import ConfigurationError
 from .config import (
     _CHECKS,
