@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .processes import Child, ProcessTree, TreeSampler, busy_seconds, log, wait_until
+from .processes import Child, ProcessTree, TreeSampler, busy_seconds, free_port, log, wait_until
 from .servers import Server
 
 __all__ = [
@@ -40,10 +39,11 @@ __all__ = [
     "Generator",
     "Snapshot",
     "echo_clients_command",
-    "free_port",
+    "generator_environment",
     "locust_command",
     "locust_percentile",
     "pin_processes",
+    "processes_options",
 ]
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -64,11 +64,25 @@ START_TIMEOUT = 60.0
 """Seconds a generator may take to start (a Locust process imports a lot on a busy machine)."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for Locust's master with ``--processes``)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def processes_options(processes: int) -> list[str]:
+    """Locust's options for a master with ``processes`` forked workers, talking on a free loopback port."""
+    port = free_port()
+    return [
+        "--processes", str(processes), "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+        "--master-port", str(port),
+    ]  # fmt: skip
+
+
+def generator_environment() -> dict[str, str]:
+    """This process's environment for a generator: the repository importable, the issue's suite variables gone."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    # The variables the issue's suite reads would change what wslocust does.
+    for name in ("WS_SERVER_URL", "MESSAGE_INTERVAL", "WORKERS", "LOCUST_PROCESSES", "WS_TIME_SCALE"):
+        env.pop(name, None)
+    return env
 
 
 def echo_clients_command(variant: str, url: str, connections: int, size: int, max_seconds: float) -> list[str]:
@@ -117,11 +131,7 @@ def locust_command(
     if exact:
         command += ["--bench-exact", ",".join(exact)]
     if processes:
-        port = free_port()
-        command += [
-            "--processes", str(processes), "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-            "--master-port", str(port),
-        ]  # fmt: skip
+        command += processes_options(processes)
     return [*command, user_class]
 
 
@@ -172,14 +182,7 @@ class Generator:
         self.variant = label or variant
         """The name in messages: the variant, or ``label`` (e.g. ``wslocust-user x2``)."""
         self.is_locust = variant in LOCUST_VARIANTS
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        }
-        # The variables the issue's suite reads would change what wslocust does.
-        for name in ("WS_SERVER_URL", "MESSAGE_INTERVAL", "WORKERS", "LOCUST_PROCESSES", "WS_TIME_SCALE"):
-            env.pop(name, None)
-        self.child = Child(self.variant, [*prefix, *command], env=env, cwd=workdir)
+        self.child = Child(self.variant, [*prefix, *command], env=generator_environment(), cwd=workdir)
         self.tree = ProcessTree(self.child.pid)
         self.sampler = TreeSampler(self.tree)
         self.json_file = json_file

@@ -1,11 +1,13 @@
 """
 Figures over a measured window, shared by the workloads: what changed between
-two :class:`~benchmarks.generators.Snapshot` s, and waiting for a server to
-be idle between two generators.
+two :class:`~benchmarks.generators.Snapshot` s, waiting for a server to be
+idle between two generators, and running the variants in turn so that one's
+failure becomes a row of the table rather than the end of the workload.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from .generators import Snapshot
 from .processes import Pinning, log, wait_until
 from .servers import Server
 
-__all__ = ["Context", "cross_check", "wait_server_idle", "window_figures"]
+__all__ = ["Context", "attempt", "cross_check", "run_variants", "wait_server_idle", "window_figures"]
 
 
 @dataclass
@@ -89,3 +91,55 @@ def wait_server_idle(server: Server, timeout: float = 60.0) -> None:
 
     if wait_until(idle, timeout, interval=0.1) is None:
         log(f"WARNING: the server still holds connections {timeout:g} s after the last generator stopped")
+
+
+def attempt(variant: str, run: Callable[..., dict[str, Any]], *arguments: Any) -> dict[str, Any]:
+    """
+    Run one variant of a workload: ``run(*arguments)``.
+
+    Returns:
+        Its result, or ``{"variant", "error"}`` when it raised a
+        :class:`RuntimeError` (a generator or server that did not start, or
+        exited early), so that the other variants still run and the table
+        prints the failure in its row.
+    """
+    try:
+        return run(*arguments)
+    except RuntimeError as exc:
+        log(f"{variant} FAILED: {exc}")
+        return {"variant": variant, "error": str(exc)}
+
+
+def run_variants(
+    workload: str,
+    detail: str,
+    server: Server,
+    run_variant: Callable[..., dict[str, Any]],
+    args: Any,
+    context: Context,
+    *,
+    idle_timeout: float = 60.0,
+    reset_latency: bool = False,
+) -> list[dict[str, Any]]:
+    """
+    Run ``run_variant(variant, server, args, context)`` for each of ``args.variants``, then stop the server.
+
+    Args:
+        workload: its name, and ``detail`` what each run does, for the progress line.
+        idle_timeout: seconds the server gets to close the previous variant's connections.
+        reset_latency: forget the server's recorded times before each variant (the Node.js server).
+
+    Returns:
+        One result per variant, in order; a variant that failed has an ``error`` (see :func:`attempt`).
+    """
+    results = []
+    try:
+        for variant in args.variants:
+            log(f"{workload}, {variant}: {detail}")
+            wait_server_idle(server, idle_timeout)
+            if reset_latency:
+                server.reset_latency()
+            results.append(attempt(variant, run_variant, variant, server, args, context))
+    finally:
+        server.stop()
+    return results

@@ -13,7 +13,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Column", "emit_results", "header", "percentile_columns", "print_table", "ratio", "rounded"]
+__all__ = [
+    "VARIANT_COLUMN",
+    "Column",
+    "emit_results",
+    "header",
+    "percentile_columns",
+    "print_table",
+    "ratio",
+    "report",
+    "rounded",
+]
 
 
 @dataclass(frozen=True)
@@ -23,6 +33,10 @@ class Column:
     format: str = "int"
     """``int`` (1,234), ``f1`` / ``f2`` / ``f3`` (decimals), ``pct`` (a share as %), ``mb`` (bytes as MB),
     ``str``."""
+
+
+VARIANT_COLUMN = Column("variant", "variant", "str")
+"""The first column of most tables: the variant each row measured."""
 
 
 def percentile_columns(prefix: str, key: str) -> tuple[Column, ...]:
@@ -84,6 +98,20 @@ def emit_results(workload: str, results: Sequence[dict[str, Any]]) -> None:
     for result in results:
         print("RESULT " + json.dumps({"workload": workload, **result}, sort_keys=False))
     sys.stdout.flush()
+
+
+def report(
+    workload: str,
+    title: str,
+    columns: Sequence[Column],
+    results: Sequence[dict[str, Any]],
+    notes: str = "",
+    rows: Sequence[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """A workload's table (of ``rows``, default ``results``), then one RESULT line per result; returns ``results``."""
+    print_table(title, columns, results if rows is None else rows, notes)
+    emit_results(workload, results)
+    return list(results)
 
 
 def ratio(numerator: float | None, denominator: float | None, digits: int = 2) -> float | None:

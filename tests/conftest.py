@@ -1,6 +1,16 @@
 import socket
+import sys
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_locust_process_outlives_its_test():
+    """Every Locust run a test started ends with the test: kill (with its group) whatever still runs."""
+    yield
+    locust_process = sys.modules.get("locust_process")  # imported by any test that started one
+    if locust_process is not None:
+        locust_process.kill_leftovers()
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
 """
-Helpers shared by the tests: wait on a condition with a deadline, pick a free
-port, and run ``wslocust serve`` as a real subprocess.
+Helpers shared by the tests: wait on a condition with a deadline, the
+environment of a subprocess, and ``wslocust serve`` as a real subprocess.
 
 Tests never sleep for a fixed time: they wait for a condition, with a deadline.
+The generic process helpers (a session of its own, stopping a whole process
+group, output in files) are :mod:`benchmarks.processes`'; Locust's command
+line is :mod:`locust_process`'.
 """
 
 from __future__ import annotations
@@ -11,37 +14,53 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import gevent
 
-__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "master_json_stats", "run_server_process", "wait_for"]
+from benchmarks.processes import CapturedProcess, free_port, wait_until
+
+__all__ = [
+    "REPO_ROOT",
+    "SUITE_VARIABLES",
+    "ServerProcess",
+    "free_port",
+    "run_server_process",
+    "subprocess_environment",
+    "wait_for",
+    "with_open_files_limit",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """The repository root, put on ``PYTHONPATH`` of subprocesses so that they import this checkout."""
 
+SUITE_VARIABLES = (
+    "WS_",
+    "LOCUST_",
+    "WORKERS",
+    "TARGET_CONNECTIONS",
+    "RAMP_UP_TIME",
+    "TEST_DURATION",
+    "MESSAGE_INTERVAL",
+)
+"""Prefixes of the environment variables that change what wslocust and Locust do: a test's subprocess
+starts without them (the machine's shell may have set them for a demo) and gets only those it asks for."""
+
 T = TypeVar("T")
 
-# python -c this LIMIT serve ...: lower RLIMIT_NOFILE in the child itself (a
-# preexec_fn is unsafe in a process with threads), then run ``python -m wslocust``.
-_WITH_OPEN_FILES_LIMIT = (
-    "import resource, runpy, sys; limit = int(sys.argv.pop(1)); "
-    "resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)); "
-    "runpy.run_module('wslocust', run_name='__main__', alter_sys=True)"
-)
 
-_LISTENING = re.compile(
-    r"listening on (?P<url>ws://(?P<host>\S+?):(?P<port>\d+)(?P<path>/\S*)) \(stats at (?P<stats>\S+)\)"
-)
+class _Watched(Protocol):
+    name: str
+
+    def running(self) -> bool: ...
+
+    def output(self, tail: int | None = None) -> str: ...
 
 
 def wait_for(
@@ -49,6 +68,7 @@ def wait_for(
     timeout: float = 5.0,
     interval: float = 0.01,
     message: str = "",
+    processes: Iterable[_Watched] = (),
 ) -> T:
     """
     Call ``predicate`` until it returns a true value, and return that value.
@@ -56,140 +76,134 @@ def wait_for(
     Sleeps with ``gevent.sleep`` between calls, so that greenlets of this
     process (an in-process server, Locust users) keep running.
 
+    Args:
+        processes: processes the condition depends on (a
+            :class:`~benchmarks.processes.CapturedProcess`, a
+            :class:`~locust_process.LocustProcess`): if one exits first, fail
+            at once with its output rather than wait for the deadline.
+
     Raises:
-        AssertionError: ``timeout`` seconds passed first; the message names
-            the condition and its last value.
+        AssertionError: ``timeout`` seconds passed first (the message names
+            the condition and its last value), or one of ``processes`` exited.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            what = message or getattr(predicate, "__qualname__", repr(predicate))
-            raise AssertionError(
-                f"not true within {timeout} s: {what} (last value: {value!r})"
-            )
-        gevent.sleep(interval)
+    watched = list(processes)
+    last: list[Any] = [None]
+
+    def condition() -> Any:
+        last[0] = value = predicate()
+        if not value:
+            for process in watched:
+                if not process.running():
+                    what = message or getattr(predicate, "__qualname__", repr(predicate))
+                    raise AssertionError(f"{process.name} exited while waiting for {what}\n{process.output(60)}")
+        return value
+
+    value = wait_until(condition, timeout, interval, sleep=gevent.sleep)
+    if not value:
+        what = message or getattr(predicate, "__qualname__", repr(predicate))
+        details = "".join(f"\n{process.output(25)}" for process in watched)
+        raise AssertionError(f"not true within {timeout} s: {what} (last value: {last[0]!r}){details}")
+    return value
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that was free a moment ago (another process may still take it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
+def subprocess_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     """
-    A ``wslocust serve`` subprocess, with its output collected line by line.
+    This process's environment for a subprocess of a test: without :data:`SUITE_VARIABLES`,
+    with this checkout importable and unbuffered output, then ``env``.
+    """
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(SUITE_VARIABLES)}
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    environment["PYTHONUNBUFFERED"] = "1"
+    environment.update(env or {})
+    return environment
+
+
+# python -c this LIMIT ARGS...: lower RLIMIT_NOFILE in the child itself (a preexec_fn is
+# unsafe in a process with threads), then run the module as ``python -m`` would.
+_WITH_OPEN_FILES_LIMIT = (
+    "import resource, runpy, sys; module = sys.argv.pop(1); limit = int(sys.argv.pop(1)); "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)); "
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
+
+
+def with_open_files_limit(module: str, limit: int | None) -> list[str]:
+    """
+    The start of the command line of ``python -m MODULE`` in a process whose open-files limit
+    (soft and hard: the process cannot raise it) is ``limit``; None leaves it unchanged.
+    """
+    if limit is None:
+        return [sys.executable, "-m", module]
+    return [sys.executable, "-c", _WITH_OPEN_FILES_LIMIT, module, str(limit)]
+
+
+_LISTENING = re.compile(
+    r"listening on (?P<url>ws://(?P<host>\S+?):(?P<port>\d+)(?P<path>/\S*)) \(stats at (?P<stats>\S+)\)"
+)
+
+
+class ServerProcess(CapturedProcess):
+    """
+    A ``wslocust serve`` subprocess, in a session of its own, its output in files.
 
     Attributes:
         process: the ``subprocess.Popen`` object.
-        stdout_lines: lines printed on stdout so far, without line ends.
-        stderr_lines: lines printed on stderr so far, without line ends.
         url, port, stats_url: read from the listening line, once
             :meth:`wait_listening` has returned.
     """
 
     def __init__(self, args: list[str], *, open_files_limit: int | None = None) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])
-        )
-        env["PYTHONUNBUFFERED"] = "1"
-        self.args = [sys.executable, "-m", "wslocust", "serve", *args]
-        if open_files_limit is not None:
-            self.args[1:3] = ["-c", _WITH_OPEN_FILES_LIMIT, str(open_files_limit)]
-        self.process = subprocess.Popen(
-            self.args,
+        super().__init__(
+            "wslocust serve",
+            [*with_open_files_limit("wslocust", open_files_limit), "serve", *args],
+            env=subprocess_environment(),
             cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
         )
-        self.stdout_lines: list[str] = []
-        self.stderr_lines: list[str] = []
+        self.process = self.popen
         self.url = self.stats_url = ""
         self.port = 0
-        # One reader per pipe, so that neither pipe can fill up and block the server.
-        self._readers = [
-            threading.Thread(
-                target=self._collect,
-                args=(self.process.stdout, self.stdout_lines),
-                daemon=True,
-            ),
-            threading.Thread(
-                target=self._collect,
-                args=(self.process.stderr, self.stderr_lines),
-                daemon=True,
-            ),
-        ]
-        for reader in self._readers:
-            reader.start()
 
-    @staticmethod
-    def _collect(pipe: IO[str], lines: list[str]) -> None:
-        for line in pipe:
-            lines.append(line.rstrip("\n"))
+    @property
+    def stdout_lines(self) -> list[str]:
+        """Lines printed on stdout so far, without line ends."""
+        return self.lines("stdout")
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        """Lines printed on stderr so far, without line ends."""
+        return self.lines("stderr")
 
     def wait_listening(self, timeout: float = 30.0) -> None:
         """Wait for the listening line and read the URL and port from it."""
 
         def listening() -> re.Match[str] | None:
-            if self.process.poll() is not None:
-                self.wait()  # collect its last lines for the message
-                raise AssertionError(
-                    f"the server exited with {self.process.returncode}\n{self.output()}"
-                )
             return next(filter(None, map(_LISTENING.search, self.stdout_lines)), None)
 
-        match = wait_for(
-            listening, timeout, interval=0.02, message="the server's listening line"
-        )
-        self.url, self.stats_url, self.port = (
-            match["url"],
-            match["stats"],
-            int(match["port"]),
-        )
+        match = wait_for(listening, timeout, interval=0.02, message="the server's listening line", processes=[self])
+        self.url, self.stats_url, self.port = match["url"], match["stats"], int(match["port"])
 
     def stats(self) -> dict[str, float]:
         """``GET /stats``, decoded."""
         with urllib.request.urlopen(self.stats_url, timeout=5) as response:
             return json.load(response)
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        """Send ``signum`` if it still runs, then :meth:`wait` for it."""
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-        return self.wait(timeout)
-
-    def wait(self, timeout: float = 30.0) -> int:
-        """Wait for the process to exit (kill it after ``timeout``) and return its exit code."""
-        try:
-            wait_for(
-                lambda: self.process.poll() is not None,
-                timeout,
-                interval=0.02,
-                message="the server's exit",
-            )
-        except AssertionError:
-            self.process.kill()
-            self.process.wait()
-            raise
-        finally:
-            # The pipes reach EOF once the process is gone: collect the last lines.
-            for reader in self._readers:
-                reader.join(timeout=5)
-            for pipe in (self.process.stdout, self.process.stderr):
-                if pipe is not None:
-                    pipe.close()
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:  # type: ignore[override]
+        """Send ``signum`` if it still runs, wait for it (kill its group after ``timeout``); its exit code."""
+        super().stop(timeout, signum)
         return self.process.returncode
 
-    def output(self) -> str:
-        """Everything printed so far, for assertion messages."""
-        return "\n".join(["stdout:", *self.stdout_lines, "stderr:", *self.stderr_lines])
+    def wait(self, timeout: float = 30.0) -> int:
+        """
+        Wait for the process to exit and return its exit code.
+
+        Raises:
+            AssertionError: it still ran after ``timeout`` seconds (it is killed).
+        """
+        try:
+            return super().wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"the server did not exit within {timeout} s\n{self.output()}") from None
 
 
 @contextmanager
@@ -208,22 +222,4 @@ def run_server_process(
         server.wait_listening(timeout)
         yield server
     finally:
-        server.stop()  # only signals if it still runs; always collects the output
-
-
-def master_json_stats(stdout: str) -> dict[str, dict]:
-    """
-    Locust's ``--json`` entries by name, from the master's document.
-
-    With ``--processes`` (or ``WORKERS``) each forked worker prints its own
-    empty ``--json`` list on the same stdout, so the non-empty one is taken.
-    """
-    decoder, index, documents = json.JSONDecoder(), 0, []
-    while index < len(stdout):
-        if stdout[index].isspace():
-            index += 1
-            continue
-        document, index = decoder.raw_decode(stdout, index)
-        documents.append(document)
-    [entries] = [document for document in documents if document] or [[]]
-    return {entry["name"]: entry for entry in entries}
+        server.stop()  # only signals if it still runs; kills what is left of its group

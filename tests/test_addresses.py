@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import collections
-import os
 import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import locust
 import psutil
 import pytest
-from helpers import REPO_ROOT, free_port, run_server_process, wait_for
+from helpers import run_server_process, wait_for
 from locust.env import Environment
+from locust_process import LocustProcess, run_locust
 
 from wslocust import ConnectError, WebSocketUser
-from wslocust.integration.plugin import next_source_address
+from wslocust.run.state import run_state
 from wslocust.server import ServerConfig, create_server
 from wslocust.transport.addresses import (
     IP_BIND_ADDRESS_NO_PORT,
@@ -84,9 +83,9 @@ def test_the_rotation_is_round_robin_from_its_start_and_wraps():
 
 def test_without_source_addresses_the_kernel_chooses():
     environment = Environment(user_classes=[], events=locust.events)
-    assert next_source_address(environment) is None
-    environment.ws_source_addresses = SourceAddresses(["127.0.0.2", "127.0.0.3"])
-    assert [next_source_address(environment) for _ in range(3)] == [
+    assert run_state(environment).next_source_address() is None
+    run_state(environment).source_addresses = SourceAddresses(["127.0.0.2", "127.0.0.3"])
+    assert [run_state(environment).next_source_address() for _ in range(3)] == [
         ("127.0.0.2", 0),
         ("127.0.0.3", 0),
         ("127.0.0.2", 0),
@@ -132,7 +131,7 @@ def test_users_connect_from_each_address_in_turn_as_the_server_sees_it():
         message_interval = 0
 
     environment = Environment(user_classes=[Holder], events=locust.events, host=server.url)
-    environment.ws_source_addresses = SourceAddresses(["127.0.0.2", "127.0.0.3", "127.0.0.4"])
+    run_state(environment).source_addresses = SourceAddresses(["127.0.0.2", "127.0.0.3", "127.0.0.4"])
     runner = environment.create_local_runner()
     try:
         runner.start(9, spawn_rate=100)
@@ -150,14 +149,6 @@ def test_users_connect_from_each_address_in_turn_as_the_server_sees_it():
 
 
 # Real runs --------------------------------------------------------------------------------
-
-LOCUST = [sys.executable, "-m", "locust"]
-
-
-def _environment(**extra: str) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "WS_SOURCE_ADDRESSES", "WORKERS")}
-    environment.update(extra)
-    return environment
 
 
 def _peers(port: int) -> collections.Counter[str]:
@@ -184,24 +175,23 @@ def _peers(port: int) -> collections.Counter[str]:
 )
 def test_a_run_rotates_its_connections_over_the_source_addresses(how, users, expected):
     options = how if isinstance(how, list) else []
-    environment = _environment(**(how if isinstance(how, dict) else {}))
-    with run_server_process() as server:
-        run = subprocess.Popen(
-            [*LOCUST, "-f", "locustfiles/echo.py", "--headless", "-u", str(users), "-r", str(users), "-t", "5s",
-             "--host", server.url, "--ws-message-interval", "200", *options],
-            cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
+    environment = how if isinstance(how, dict) else {}
+    with (
+        run_server_process() as server,
+        LocustProcess(
+            "-f", "locustfiles/echo.py", "--headless", "-u", str(users), "-r", str(users), "-t", "5s",
+            "--host", server.url, "--ws-message-interval", "200", *options, env=environment,
+        ) as run,
+    ):  # fmt: skip
 
-            def all_connected() -> collections.Counter[str] | None:
-                peers = _peers(server.port)
-                return peers if sum(peers.values()) == users else None
+        def all_connected() -> collections.Counter[str] | None:
+            peers = _peers(server.port)
+            return peers if sum(peers.values()) == users else None
 
-            seen = wait_for(all_connected, timeout=30)
-            _, stderr = run.communicate(timeout=40)
-        finally:
-            run.kill()
-    assert run.returncode == 0, stderr
+        seen = wait_for(all_connected, timeout=30, processes=[run])
+        code = run.wait(40)
+    stderr = run.stderr
+    assert code == 0, stderr
     assert dict(seen) == expected
     assert "Connections of this process rotate over 3 source addresses (127.0.0.2 ... 127.0.0.4)" in stderr
 
@@ -231,15 +221,11 @@ def test_a_run_rotates_its_connections_over_the_source_addresses(how, users, exp
 )
 def test_bad_source_addresses_stop_the_run_with_one_line(how, message):
     options = how if isinstance(how, list) else []
-    port = str(free_port())
-    started = time.monotonic()
-    result = subprocess.run(
-        [*LOCUST, "-f", "locustfiles/echo.py", "--headless", "-u", "1", "-t", "2s", "--host", "ws://127.0.0.1:1/ws",
-         "--master-bind-port", port, "--master-port", port, *options],
-        cwd=REPO_ROOT, env=_environment(**(how if isinstance(how, dict) else {})), capture_output=True, text=True,
-        timeout=60, check=False,
+    result = run_locust(
+        "-f", "locustfiles/echo.py", "--headless", "-u", "1", "-t", "2s", "--host", "ws://127.0.0.1:1/ws", *options,
+        env=how if isinstance(how, dict) else {}, timeout=20,
     )  # fmt: skip
+    # Within 20 s, forked workers included: a run of 2 s that never starts.
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-    assert time.monotonic() - started < 20

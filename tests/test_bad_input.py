@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import ssl
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +25,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from helpers import REPO_ROOT, ServerProcess, free_port, wait_for
+from locust_process import LocustResult, run_locust
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +115,12 @@ MATRIX = [
     Case("source-addresses-reversed", TARGET, {"WS_SOURCE_ADDRESSES": "127.0.0.5-127.0.0.1"},
          expected="WS_SOURCE_ADDRESSES / --ws-source-addresses: '127.0.0.5-127.0.0.1' is not an address range "
                   "(the end comes before the start); use addresses, ranges"),
-    # Target URLs (uri.py, plugin.py).
+    # The embedded server's port (options.py).
+    Case("embedded-port-range", ["--ws-embedded-port", "70000"],
+         expected="WS_EMBEDDED_PORT / --ws-embedded-port: '70000' is not a port (0-65535)"),
+    Case("embedded-port-env-word", env={"WS_EMBEDDED_PORT": "any"},
+         expected="WS_EMBEDDED_PORT / --ws-embedded-port: 'any' is not a port (0-65535)"),
+    # Target URLs (uri.py, target.py).
     Case("host-http", ["--host", "http://127.0.0.1:3003/ws"],
          tested_in="tests/test_locust_runs.py::test_a_bad_url_stops_the_run_with_one_clear_line"),
     Case("host-port-and-no-host", ["--host", "ws://127.0.0.1:99999/ws / ws:///ws"],
@@ -159,7 +162,8 @@ def test_the_matrix_covers_every_option_and_variable_and_its_other_rows_exist():
         "--ws-target-connections", "TARGET_CONNECTIONS", "--ws-ramp-up-time", "RAMP_UP_TIME", "--ws-test-duration",
         "TEST_DURATION", "--ws-profile", "WS_PROFILE", "--ws-time-scale", "WS_TIME_SCALE", "WORKERS",
         "--ws-message-interval", "MESSAGE_INTERVAL", "--ws-thresholds", "WS_THRESHOLDS", "WS_THRESHOLDS_ABORT",
-        "--ws-source-addresses", "WS_SOURCE_ADDRESSES", "--host", "WS_SERVER_URL",
+        "--ws-source-addresses", "WS_SOURCE_ADDRESSES", "--host", "WS_SERVER_URL", "--ws-embedded-port",
+        "WS_EMBEDDED_PORT",
     ):  # fmt: skip
         assert re.search(rf"(^|\s){re.escape(name)}(\s|$)", text), f"no bad-input case for {name}"
     assert len({case.id for case in MATRIX}) == len(MATRIX)
@@ -170,18 +174,13 @@ def test_the_matrix_covers_every_option_and_variable_and_its_other_rows_exist():
             assert name in {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}, case
 
 
-def _locust(case: Case, tmp_path) -> subprocess.CompletedProcess[str]:
+def _locust(case: Case, tmp_path) -> LocustResult:
     locustfile = case.locustfile
     if locustfile in LOCUSTFILES:
         path = tmp_path / f"{locustfile.replace('-', '_')}.py"
         path.write_text(LOCUSTFILES[locustfile])
         locustfile = str(path)
-    clean = ("WS_", "LOCUST_", "MESSAGE_INTERVAL", "TARGET_CONNECTIONS", "RAMP_UP_TIME", "TEST_DURATION", "WORKERS")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(clean)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env.update(case.env)
-    command = [sys.executable, "-m", "locust", "-f", locustfile, "--headless", "-u", "1", "-t", "2s", *case.args]
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    return run_locust("-f", locustfile, "--headless", "-u", "1", "-t", "2s", *case.args, env=case.env)
 
 
 _LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+\] [^/]+/(INFO|DEBUG|WARNING)/")
@@ -226,7 +225,7 @@ def tls_server(cert: str, key: str) -> Iterator[tuple[str, Callable[[], dict]]]:
     port = free_port()
     server = ServerProcess(["--port", str(port), "--certfile", cert, "--keyfile", key])
     try:
-        wait_for(lambda: any("listening on wss://" in line for line in server.stdout_lines), timeout=30)
+        wait_for(lambda: any("listening on wss://" in line for line in server.stdout_lines), 30, processes=[server])
         trusting = ssl.create_default_context(cafile=cert)
 
         def stats() -> dict:

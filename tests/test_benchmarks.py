@@ -87,6 +87,25 @@ def test_hold_reports_memory_per_connection_for_both_users(tmp_path):
     assert_all_gone(logged_pids(tmp_path))
 
 
+def test_hold_50k_checks_what_it_held_against_the_servers(tmp_path):
+    completed, results = run_benchmarks(
+        "hold-50k", "--connections", "40", "--spawn-rate", "40", "--hold", "2", "--workers", "2", "--servers", "2",
+        "--message-interval", "500", "--logs", str(tmp_path),
+        timeout=150,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "peak_rss_mb_per_worker" in completed.stdout
+    (result,) = results
+    assert result["peak_open"] == result["held_min"] == 40
+    assert result["connects"] == result["server_connections_accepted"] == 40
+    assert set(result["peak_rss_mb_per_worker"]) == {"worker 0", "worker 1"}
+    assert result["echoes"] > 0
+    assert result["connect_failures"] == result["echo_failures"] == 0
+    # Every echo the users counted was sent by a server; at most one per connection was in flight at stop.
+    assert 0 <= result["server_messages_sent"] - result["echoes"] <= 40
+    assert_all_gone(logged_pids(tmp_path))
+
+
 def test_sigterm_stops_every_child_and_exits_130(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks", "hold-10k", "--connections", "10", "--spawn-rate", "10",

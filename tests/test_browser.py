@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
-from helpers import REPO_ROOT, free_port, run_server_process, wait_for
+from helpers import run_server_process, wait_for
+from locust_process import LocustProcess
 
 pytestmark = pytest.mark.slow
 
@@ -51,19 +50,14 @@ def test_the_websocket_tab_shows_live_connections_and_messages_per_worker(tmp_pa
     _require_browser()
     from playwright.sync_api import sync_playwright
 
-    web_port, master_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "MESSAGE_INTERVAL")}
     with run_server_process() as server:
-        with open(tmp_path / "locust.err", "w") as stderr:
-            run = subprocess.Popen(
-                [sys.executable, "-m", "locust", "-f", "locustfiles/echo.py", "--processes", "2",
-                 "--master-bind-port", str(master_port), "--master-port", str(master_port),
-                 "--autostart", "-u", "30", "-r", "30", "-t", "40s", "--web-host", "127.0.0.1",
-                 "--web-port", str(web_port), "--host", server.url, "--ws-message-interval", "100"],
-                cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
-            )  # fmt: skip
+        run = LocustProcess(
+            "-f", "locustfiles/echo.py", "--processes", "2", "--autostart", "-u", "30", "-r", "30", "-t", "40s",
+            "--host", server.url, "--ws-message-interval", "100", folder=tmp_path,
+        )  # fmt: skip
+        web_port = run.web_port
         try:
-            wait_for(lambda: server.stats()["connections_open"] == 30, timeout=30, interval=0.2)
+            wait_for(lambda: server.stats()["connections_open"] == 30, timeout=30, interval=0.2, processes=[run])
             with sync_playwright() as playwright:
                 context = playwright.chromium.launch_persistent_context(
                     str(tmp_path / "profile"),
@@ -93,8 +87,7 @@ def test_the_websocket_tab_shows_live_connections_and_messages_per_worker(tmp_pa
                 finally:
                     context.close()
         finally:
-            run.terminate()
-            run.wait(30)
+            run.stop(timeout=30)
     header = [row["Node"] for row in rows]
     assert header == ["All (2 workers)", "worker 1", "worker 2"], rows
     everything, *workers = rows

@@ -19,7 +19,8 @@ from wslocust.exceptions import (
     TLSError,
 )
 from wslocust.server import ServerConfig, create_server
-from wslocust.transport.connection import Connection, Proxy, ssl_context
+from wslocust.transport.connection import Connection, Proxy
+from wslocust.transport.tls import ssl_context
 
 
 def open_connection(url: str, **options) -> tuple[Connection, list]:
@@ -94,6 +95,18 @@ def test_a_proxy_refusal_is_a_connect_error_naming_the_proxy(server):
             open_connection(server.url, proxy=Proxy.from_url(proxy.url))
     finally:
         proxy.server.stop()
+
+
+def test_a_connect_request_brackets_an_ipv6_target_and_hides_the_credentials_from_repr():
+    proxy = Proxy.from_url("http://user:pw@proxy.example:3128")
+    assert proxy.connect_request("::1", 9000) == (
+        b"CONNECT [::1]:9000 HTTP/1.1\r\nHost: [::1]:9000\r\n"
+        b"Proxy-Authorization: Basic dXNlcjpwdw==\r\n\r\n"  # user:pw
+    )
+    assert repr(proxy) == "Proxy(host='proxy.example', port=3128, authorization=***)"
+    assert Proxy.from_url("http://proxy.example").connect_request("h", 80) == (
+        b"CONNECT h:80 HTTP/1.1\r\nHost: h:80\r\n\r\n"
+    )
 
 
 @pytest.mark.parametrize(

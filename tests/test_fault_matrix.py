@@ -24,10 +24,7 @@ of it matches what the server counted.
 from __future__ import annotations
 
 import ast
-import os
 import re
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,7 +33,8 @@ from typing import Any
 
 import pytest
 from fault_servers import FaultServer
-from helpers import REPO_ROOT, ServerProcess, free_port, master_json_stats, wait_for
+from helpers import ServerProcess, free_port, wait_for
+from locust_process import LocustProcess, master_json_stats
 
 pytestmark = pytest.mark.slow
 
@@ -226,31 +224,25 @@ class LocustRun:
     """A headless ``locust`` subprocess, started at once and waited for later."""
 
     def __init__(self, locustfile: Path, users: int, run_time: float, *, stop_timeout: float = STOP_TIMEOUT) -> None:
-        folder = locustfile.parent
         self.limit = run_time + stop_timeout + START_AND_EXIT
-        environment = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "MESSAGE_INTERVAL")}
-        self._stdout = open(folder / "stdout.txt", "w+")  # noqa: SIM115  files, not pipes: nothing can fill up
-        self._stderr = open(folder / "stderr.txt", "w+")  # noqa: SIM115
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", str(users), "-r", str(users),
-             "-t", f"{run_time:g}s", "--stop-timeout", f"{stop_timeout:g}", "--json", "--only-summary"],
-            cwd=REPO_ROOT, env=environment, stdout=self._stdout, stderr=self._stderr,
+        self.process = LocustProcess(
+            "-f", str(locustfile), "--headless", "-u", str(users), "-r", str(users), "-t", f"{run_time:g}s",
+            "--stop-timeout", f"{stop_timeout:g}", "--json", "--only-summary", folder=locustfile.parent,
         )  # fmt: skip
+        self.started = self.process.started
 
     def wait(self) -> LocustResult:
         """Wait for the process to exit by itself (kill it and fail after the time limit); sample its memory."""
         peak_rss = 0
         deadline = self.started + self.limit
-        while self.process.poll() is None:
+        while self.process.running():
             if time.monotonic() > deadline:
                 self.process.kill()
-                self.process.wait()
-                pytest.fail(f"locust did not exit within {self.limit:g} s\n{self._read(self._stderr)[-3000:]}")
+                pytest.fail(f"locust did not exit within {self.limit:g} s\n{self.process.stderr[-3000:]}")
             peak_rss = max(peak_rss, _rss(self.process.pid))
-            time.sleep(0.05)
+            time.sleep(0.05)  # a memory sample every 50 ms while it runs
         elapsed = time.monotonic() - self.started
-        stdout, stderr = self._read(self._stdout), self._read(self._stderr)
+        stdout, stderr = self.process.stdout, self.process.stderr
         summary = _SUMMARY.search(stderr)
         users = _USERS.search(stderr)
         assert summary and users, stderr[-3000:]
@@ -266,14 +258,6 @@ class LocustRun:
             users_gave_up=int(users["gave_up"].replace(",", "")),
             peak_rss=peak_rss,
         )
-
-    @staticmethod
-    def _read(file: Any) -> str:
-        file.flush()
-        file.seek(0)
-        text = file.read()
-        file.close()
-        return text
 
 
 def _rss(pid: int) -> int:
@@ -442,6 +426,7 @@ def test_unanswered_messages_timed_out_unless_in_flight_at_stop(matrix):
 
 
 def test_server_killed_and_restarted_users_reconnect_and_every_loss_is_counted(tmp_path):
+    # The suite's one run of a server killed and restarted under Locust.
     port = free_port()
     server = ServerProcess(["--port", str(port)])
     restarted = None
@@ -524,7 +509,7 @@ def test_messages_sent_on_a_closing_connection_are_not_counted_as_lost_replies(t
     never_sent = echoed + s["timed_out"] + s["lost"] + s["in_flight"] - s["sent"]
     if never_sent > 0:
         pytest.xfail(
-            f"wslocust/user/websocket_user.py _start_request: {never_sent} messages whose send raised ConnectionClosed (close "
+            f"wslocust/user/messaging.py _start_request: {never_sent} messages whose send raised ConnectionClosed (close "
             "frame received, TCP not yet closed) stayed pending and were counted as lost replies, never as sent"
         )
     assert_messages_add_up(result)

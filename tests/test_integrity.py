@@ -8,7 +8,7 @@ from helpers import wait_for
 from locust.env import Environment
 
 from wslocust import WebSocketUser
-from wslocust.integration.plugin import counters
+from wslocust.run.state import run_state
 
 
 def test_late_duplicated_reordered_and_missing_echoes_are_counted_as_the_server_sent_them():
@@ -30,7 +30,7 @@ def test_late_duplicated_reordered_and_missing_echoes_are_counted_as_the_server_
     finally:
         server.stop()
 
-    totals = counters(environment)
+    totals = run_state(environment).counters
     echo = environment.stats.get("echo", "WS")
     users = 2
     # A late echo is late once its request timed out. One message in ten comes late, one every

@@ -11,8 +11,9 @@ from helpers import wait_for
 from locust import constant, task
 from locust.env import Environment
 
+from benchmarks.processes import wait_until
 from wslocust import WebSocketUser
-from wslocust.integration.plugin import counters
+from wslocust.run.state import run_state
 from wslocust.server import ServerConfig, create_server
 
 
@@ -59,16 +60,18 @@ def test_a_thousand_reconnects_leave_no_descriptor_and_no_greenlet_behind():
         runner.start(20, spawn_rate=1000)
         # both kinds of close, many times over
         wait_for(
-            lambda: counters(environment).reconnects >= 1000
-            and counters(environment).disconnects >= 100
-            and counters(environment).closed >= 100,
+            lambda: run_state(environment).counters.reconnects >= 1000
+            and run_state(environment).counters.disconnects >= 100
+            and run_state(environment).counters.closed >= 100,
             timeout=60,
         )
         runner.quit()
         wait_for(lambda: server.counters.connections_open == 0, timeout=10)
     finally:
         server.stop(timeout=1)
-    gevent.sleep(0)  # let killed greenlets finish dying
+    # Killed greenlets finish dying, and release their sockets, over the next turns of the loop:
+    # wait (10 s at most) for both counts to come back rather than for one switch; then check them.
+    wait_until(lambda: len(open_fds()) <= len(fds) and live_greenlets() <= greenlets, 10, 0.05, sleep=gevent.sleep)
     after = open_fds()
     assert len(after) <= len(fds), sorted(set(after) - set(fds)) or after
     assert live_greenlets() <= greenlets

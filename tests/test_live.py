@@ -22,9 +22,11 @@ from wslocust.exceptions import (
     connection_closed,
 )
 from wslocust.formatting import category_label
-from wslocust.reporting.live import NODE_KEY, Live, classify_error, merge_counts
+from wslocust.reporting.errors import classify_error, merge_counts
+from wslocust.reporting.live import Live
 from wslocust.reporting.system import SystemSample
-from wslocust.run.counters import REPORT_KEY, WsCounters
+from wslocust.run.counters import WsCounters
+from wslocust.run.state import REPORT_KEY, RunState, run_state, worker_report
 
 
 class Echo(WebSocketUser):
@@ -67,6 +69,21 @@ def test_merging_counters_is_associative(a, b, c):
     assert left == right
 
 
+@given(counters, st.lists(st.tuples(st.sampled_from("abc"), counters), max_size=8))
+def test_the_run_totals_are_this_process_plus_the_latest_report_of_each_worker(own, reports):
+    state = RunState(start_pacer=None)  # type: ignore[arg-type]  # not used here
+    state.counters = own
+    for client_id, snapshot in reports:
+        assert state.receive_worker_report(client_id, {REPORT_KEY: worker_report(snapshot, None)}) is not None
+    latest = {client_id: snapshot for client_id, snapshot in reports}  # snapshots replace, never add up
+    expected = WsCounters().merge(own)
+    for snapshot in latest.values():
+        expected.merge(snapshot)
+    assert state.total_counters() == expected
+    assert state.receive_worker_report("d", {"stats": []}) is None  # a report without our key: no view
+    assert set(state.workers) == set(latest)
+
+
 @pytest.fixture
 def master():
     environment = Environment(user_classes=[Echo], events=locust.events)
@@ -76,13 +93,19 @@ def master():
 
 
 def report(t: float, open_: int, sent: int, errors: dict[str, int] | None = None, cpu: float = 20.0) -> dict:
+    """A worker's Locust report, as the master receives it: ours under one key."""
     counters = WsCounters(open=open_, connect_attempts=open_, connects_succeeded=open_, messages_sent=sent)
     counters.messages_received = sent
     system = SystemSample(host="gen-1", pid=4242, cpu=cpu, rss=50_000_000, saturated=cpu >= 90)
-    return {
-        REPORT_KEY: counters.as_dict(),
-        NODE_KEY: {"t": t, "system": system.as_dict(), "errors": errors or {}, "users": open_},
-    }
+    live = {"t": t, "system": system.as_dict(), "errors": errors or {}, "users": open_}
+    return {"stats": [], REPORT_KEY: worker_report(counters, live)}
+
+
+def receive(live: Live, client_id: str, data: dict) -> None:
+    """What the master's worker_report listener does: the report into the worker's view, then the live metrics."""
+    view = run_state(live.environment).receive_worker_report(client_id, data)
+    assert view is not None
+    live.receive(view)
 
 
 def test_the_master_adds_up_its_workers_and_takes_rates_on_each_workers_clock(master):
@@ -90,10 +113,10 @@ def test_the_master_adds_up_its_workers_and_takes_rates_on_each_workers_clock(ma
     live = Live(environment)
     for worker in ("a", "b"):
         runner.clients[worker] = WorkerNode(worker, state="running")
-    live.receive("a", report(100.0, 10, 0))
-    live.receive("b", report(5.0, 20, 0, {"refused": 1}))
-    live.receive("a", report(103.0, 10, 300))  # 100 messages per second
-    live.receive("b", report(8.0, 20, 1200, {"refused": 2, "closed_1011": 1}, cpu=95))  # 400 per second
+    receive(live, "a", report(100.0, 10, 0))
+    receive(live, "b", report(5.0, 20, 0, {"refused": 1}))
+    receive(live, "a", report(103.0, 10, 300))  # 100 messages per second
+    receive(live, "b", report(8.0, 20, 1200, {"refused": 2, "closed_1011": 1}, cpu=95))  # 400 per second
 
     snapshot = live.snapshot()
     aggregate = snapshot["aggregate"]
@@ -114,12 +137,12 @@ def test_reset_starts_totals_over_but_keeps_gauges_and_a_gone_worker_keeps_its_h
     live = Live(environment)
     for worker in ("a", "b"):
         runner.clients[worker] = WorkerNode(worker, state="running")
-    live.receive("a", report(1.0, 10, 100, {"refused": 5}))
-    live.receive("b", report(1.0, 20, 200))
+    receive(live, "a", report(1.0, 10, 100, {"refused": 5}))
+    receive(live, "b", report(1.0, 20, 200))
     live.reset()
     assert live.snapshot()["aggregate"]["totals"]["messages_sent"] == 0
     assert live.snapshot()["aggregate"]["connections"]["open"] == 30
-    live.receive("a", report(4.0, 10, 150, {"refused": 6}))
+    receive(live, "a", report(4.0, 10, 150, {"refused": 6}))
     aggregate = live.snapshot()["aggregate"]
     assert aggregate["totals"]["messages_sent"] == 50 and aggregate["errors"] == {"refused": 1}
 
@@ -127,7 +150,7 @@ def test_reset_starts_totals_over_but_keeps_gauges_and_a_gone_worker_keeps_its_h
     snapshot = live.snapshot()
     assert snapshot["aggregate"]["connections"]["open"] == 10  # its gauges no longer count
     assert {view["id"]: view["state"] for view in snapshot["workers"]} == {"a": "running", "b": "gone"}
-    live.receive("c", report(1.0, 5, 7))  # a new worker starts from zero
+    receive(live, "c", report(1.0, 5, 7))  # a new worker starts from zero
     assert live.snapshot()["aggregate"]["totals"]["messages_sent"] == 57
 
 

@@ -8,51 +8,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT, free_port, run_server_process, wait_for
+from helpers import run_server_process, wait_for
+from locust_process import LocustProcess, master_and_workers
 
 pytestmark = pytest.mark.slow
 
-LOCUST = [sys.executable, "-m", "locust", "-f", "locustfiles/echo.py"]
-
-
-class LocustProcess:
-    """A ``locust`` subprocess whose output goes to files (no pipe can fill up)."""
-
-    def __init__(self, tmp_path: Path, name: str, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "MESSAGE_INTERVAL", "WS_THRESHOLDS")}
-        env["PYTHONUNBUFFERED"] = "1"
-        self.stdout_path, self.stderr_path = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
-        with open(self.stdout_path, "w") as stdout, open(self.stderr_path, "w") as stderr:
-            self.process = subprocess.Popen([*LOCUST, *args], cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr)
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text()
-
-    def wait(self, timeout: float = 60) -> int:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise AssertionError(f"locust did not exit in {timeout} s\n{self.stderr[-3000:]}") from None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+ECHO = ("-f", "locustfiles/echo.py")
 
 
 def get(url: str) -> bytes:
@@ -65,75 +31,77 @@ def ws_stats(web: str) -> dict:
 
 
 def test_master_and_two_worker_processes_live_figures_add_up_to_the_servers_counters(tmp_path):
-    master_port, web_port = free_port(), free_port()
-    web = f"http://127.0.0.1:{web_port}"
-    with run_server_process() as server:
-        common = ["--ws-message-interval", "100"]
-        master = LocustProcess(
-            tmp_path, "master", *common, "--master", "--master-bind-port", str(master_port), "--expect-workers", "2",
-            "--autostart", "--autoquit", "60", "-u", "20", "-r", "20", "-t", "6s",
-            "--web-host", "127.0.0.1", "--web-port", str(web_port), "--host", server.url, "--csv", str(tmp_path / "run"),
+    # The one run of a master and two worker processes against a server's counters: live
+    # figures during the run; Locust's statistics, the WebSocket totals and the CSV after it.
+    with (
+        run_server_process() as server,
+        master_and_workers(
+            "--expect-workers", "2", "--autostart", "--autoquit", "60", "-u", "20", "-r", "20", "-t", "6s",
+            "--host", server.url, "--csv", str(tmp_path / "run"), "--json",
+            locustfile="locustfiles/echo.py", common=["--ws-message-interval", "100"], folder=tmp_path,
+        ) as (master, workers),
+    ):  # fmt: skip
+        web = master.web_url
+        everyone = [master, *workers]
+        # During the run: the aggregate is the sum of the workers, with live rates.
+        running = wait_for(
+            lambda: _get_or_none(web, lambda s: s["aggregate"]["connections"]["open"] == 20
+                                 and s["aggregate"]["rates"]["messages_received"] > 150 and s),
+            timeout=30, interval=0.2, message="20 open connections and ~200 messages/s in /ws/stats",
+            processes=everyone,
         )  # fmt: skip
-        workers = [
-            LocustProcess(tmp_path, f"worker{i}", *common, "--worker", "--master-port", str(master_port))
-            for i in range(2)
-        ]
-        try:
-            # During the run: the aggregate is the sum of the workers, with live rates.
-            running = wait_for(
-                lambda: _get_or_none(web, lambda s: s["aggregate"]["connections"]["open"] == 20
-                                     and s["aggregate"]["rates"]["messages_received"] > 150 and s),
-                timeout=30, interval=0.2, message="20 open connections and ~200 messages/s in /ws/stats",
-            )  # fmt: skip
-            aggregate, views = running["aggregate"], running["workers"]
-            assert running["mode"] == "master" and aggregate["workers"] == 2 and len(views) == 2
-            assert [view["connections"]["open"] for view in views] == [10, 10]
-            assert aggregate["rates"]["messages_received"] < 250  # 20 connections x 10/s
-            assert aggregate["rates"]["messages_received"] == pytest.approx(
-                sum(view["rates"]["messages_received"] for view in views), abs=0.05
-            )
-            assert {view["host"] for view in views} and all(view["system"]["rss"] > 0 for view in views)
-            assert all(view["pid"] not in (0, master.process.pid) for view in views)
+        aggregate, views = running["aggregate"], running["workers"]
+        assert running["mode"] == "master" and aggregate["workers"] == 2 and len(views) == 2
+        assert [view["connections"]["open"] for view in views] == [10, 10]
+        assert aggregate["rates"]["messages_received"] < 250  # 20 connections x 10/s
+        assert aggregate["rates"]["messages_received"] == pytest.approx(
+            sum(view["rates"]["messages_received"] for view in views), abs=0.05
+        )
+        assert {view["host"] for view in views} and all(view["system"]["rss"] > 0 for view in views)
+        assert all(view["pid"] not in (0, master.pid) for view in views)
 
-            metrics = get(f"{web}/ws/metrics").decode()
-            assert 'wslocust_connections{state="open",worker="worker 1"} 10.0' in metrics
-            assert "wslocust_messages_received_total{" in metrics and 'quantile="0.95"' in metrics
-            tabs = json.loads(get(f"{web}/stats/requests"))["extended_stats"]
-            rows = next(tab["data"] for tab in tabs if tab["key"] == "websocket")
-            assert [row["node"] for row in rows] == ["All (2 workers)", "worker 1", "worker 2"]
-            assert rows[0]["open"] == 20
-            assert b"extended_tabs" in get(f"{web}/") and b"WebSocket" in get(f"{web}/")
+        metrics = get(f"{web}/ws/metrics").decode()
+        assert 'wslocust_connections{state="open",worker="worker 1"} 10.0' in metrics
+        assert "wslocust_messages_received_total{" in metrics and 'quantile="0.95"' in metrics
+        tabs = json.loads(get(f"{web}/stats/requests"))["extended_stats"]
+        rows = next(tab["data"] for tab in tabs if tab["key"] == "websocket")
+        assert [row["node"] for row in rows] == ["All (2 workers)", "worker 1", "worker 2"]
+        assert rows[0]["open"] == 20
+        assert b"extended_tabs" in get(f"{web}/") and b"WebSocket" in get(f"{web}/")
 
-            # After the run: every message counted once, as the server counted it.
-            def final() -> dict | None:
-                snapshot = ws_stats(web)
-                truth = server.stats()
-                totals = snapshot["aggregate"]["totals"]
-                done = snapshot["state"] == "stopped" and totals["messages_received"] == truth["messages_sent"]
-                return snapshot if done and totals["closed"] == 20 else None
-
-            snapshot = wait_for(final, timeout=20, interval=0.3, message="final totals equal to the server's")
+        # After the run: every message counted once, as the server counted it.
+        def final() -> dict | None:
+            snapshot = ws_stats(web)
             truth = server.stats()
             totals = snapshot["aggregate"]["totals"]
-            for name in ("connects_succeeded", "messages_sent", "messages_received", "bytes_sent", "bytes_received"):
-                assert totals[name] == sum(view["totals"][name] for view in snapshot["workers"]), name
-            assert totals["connects_succeeded"] == truth["connections_accepted"] == 20
-            assert totals["messages_sent"] == truth["messages_received"]
-            assert totals["bytes_received"] == truth["bytes_sent"]
-            assert totals["errors"] == 0 and snapshot["aggregate"]["errors"] == {}
+            done = snapshot["state"] == "stopped" and totals["messages_received"] == truth["messages_sent"]
+            return snapshot if done and totals["closed"] == 20 else None
 
-            master.process.send_signal(signal.SIGTERM)
-            assert master.wait() == 0, master.stderr[-3000:]
-            for worker in workers:
-                worker.wait(30)
-        finally:
-            for process in (master, *workers):
-                process.stop()
+        snapshot = wait_for(final, timeout=20, interval=0.3, message="final totals equal to the server's")
+        truth = server.stats()
+        totals = snapshot["aggregate"]["totals"]
+        for name in ("connects_succeeded", "messages_sent", "messages_received", "bytes_sent", "bytes_received"):
+            assert totals[name] == sum(view["totals"][name] for view in snapshot["workers"]), name
+        assert totals["connects_succeeded"] == truth["connections_accepted"] == 20
+        assert totals["messages_sent"] == truth["messages_received"]
+        assert totals["bytes_received"] == truth["bytes_sent"]
+        assert totals["errors"] == 0 and snapshot["aggregate"]["errors"] == {}
+
+        master.popen.send_signal(signal.SIGTERM)
+        assert master.wait() == 0, master.stderr[-3000:]
+        for worker in workers:
+            worker.wait(30)
 
     stderr = master.stderr
     assert "WebSocket results" in stderr and "  worker 1 " in stderr and "  worker 2 " in stderr
     sent = truth["messages_received"]
-    assert f"{sent:,} sent, {sent:,} received (0 pushed)" in stderr
+    assert "20 connects (0 failed attempts, 0 reconnects), 0 lost" in stderr
+    assert f"  messages     {sent:,} sent, {sent:,} received (0 pushed)" in stderr
+    # Locust's own statistics (--json) count what the server counted too.
+    stats = master.stats
+    assert stats["connect"]["num_requests"] == truth["connections_accepted"] == 20
+    assert stats["connect"]["num_failures"] == stats["echo"]["num_failures"] == 0
+    assert stats["echo"]["num_requests"] == truth["messages_received"] == truth["messages_sent"] == sent
     with open(tmp_path / "run_websocket.csv") as f:
         rows = list(csv.DictReader(f))
     assert [row["node"] for row in rows] == ["All (2 workers)", "worker 1", "worker 2"]
@@ -151,7 +119,7 @@ def _get_or_none(web, check):
 def test_headless_console_lines_csv_sub_millisecond_percentiles_and_a_failing_threshold(tmp_path):
     with run_server_process() as server:
         run = LocustProcess(
-            tmp_path, "run", "--headless", "-u", "10", "-r", "10", "-t", "5s", "--host", server.url,
+            *ECHO, "--headless", "-u", "10", "-r", "10", "-t", "5s", "--host", server.url,
             "--ws-message-interval", "50", "--csv", str(tmp_path / "run"),
             "--ws-thresholds", "echo.p95<10s, echo.p50<0.001ms, error_rate<1%",
         )  # fmt: skip
@@ -179,7 +147,7 @@ def test_thresholds_are_the_verdict_a_run_with_acceptable_failures_passes(tmp_pa
     # A third of the upgrades are refused: Locust alone would exit 1.
     with run_server_process("--refuse-fraction", "0.3") as server:
         run = LocustProcess(
-            tmp_path, "run", "--headless", "-u", "10", "-r", "10", "-t", "4s", "--host", server.url,
+            *ECHO, "--headless", "-u", "10", "-r", "10", "-t", "4s", "--host", server.url,
             "--ws-message-interval", "50", "--ws-thresholds", "echo.p50<1s, error_rate<20%",
         )  # fmt: skip
         code = run.wait()
@@ -191,7 +159,7 @@ def test_thresholds_are_the_verdict_a_run_with_acceptable_failures_passes(tmp_pa
 
 def test_a_malformed_threshold_stops_the_run_at_start_with_one_line(tmp_path):
     run = LocustProcess(
-        tmp_path, "run", "--headless", "-u", "1", "-t", "5s", "--host", "ws://127.0.0.1:1/ws",
+        *ECHO, "--headless", "-u", "1", "-t", "5s", "--host", "ws://127.0.0.1:1/ws",
         "--ws-thresholds", "echo.p95<100ms, echo.p95 100ms",
     )  # fmt: skip
     assert run.wait() == 2
@@ -209,7 +177,7 @@ def test_a_breached_threshold_aborts_the_run_early(tmp_path):
     with run_server_process() as server:
         started = time.monotonic()
         run = LocustProcess(
-            tmp_path, "run", "--headless", "-u", "5", "-r", "5", "-t", "60s", "--host", server.url,
+            *ECHO, "--headless", "-u", "5", "-r", "5", "-t", "60s", "--host", server.url,
             "--ws-message-interval", "50", "--ws-thresholds", "echo.p50<0.001ms", "--ws-thresholds-abort",
         )  # fmt: skip
         code = run.wait(60)

@@ -4,35 +4,27 @@ Every locustfile in distributed mode: a master and two worker processes
 server; the master's totals are the server's.
 
 Single-process runs of the same locustfiles are in test_scenario_runs.py;
-master and workers on separate (simulated) hosts in test_k8s.py.
+master and workers on separate (simulated) hosts in test_k8s.py. ``echo.py``'s
+master and two worker processes are test_live_runs.py's, whose totals are
+checked against the server's during and after the run.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 import re
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT, free_port, master_json_stats, run_server_process
+from helpers import REPO_ROOT, run_server_process
+from locust_process import LocustResult, run_locust
 
 pytestmark = pytest.mark.slow
 
-LOCUST = [sys.executable, "-m", "locust"]
-
-SUITE_ENVIRONMENT = (
-    "WS_SERVER_URL", "WORKERS", "TARGET_CONNECTIONS", "RAMP_UP_TIME", "TEST_DURATION", "MESSAGE_INTERVAL",
-    "WS_PROFILE", "WS_TIME_SCALE", "LOCUST_PROCESSES", "WS_SOURCE_ADDRESSES",
-)  # fmt: skip
-
 RUNS = {
     # locustfile: options that make it short (shapes end by themselves; -t bounds the others)
-    "echo.py": ["-u", "10", "-r", "10", "-t", "2s", "--ws-message-interval", "200"],
     "ten_k.py": ["--ws-time-scale", "0.01", "--ws-target-connections", "20"],
     "ramp_up.py": ["--ws-time-scale", "0.05", "--ws-target-connections", "20"],
     "spike.py": ["--ws-time-scale", "0.2", "--ws-target-connections", "20"],
@@ -48,32 +40,27 @@ RUNS = {
 
 
 def test_every_locustfile_has_a_distributed_run_here():
-    assert set(RUNS) == {path.name for path in (REPO_ROOT / "locustfiles").glob("*.py")}
+    # echo.py's is test_live_runs.py's master and two worker processes.
+    assert {*RUNS, "echo.py"} == {path.name for path in (REPO_ROOT / "locustfiles").glob("*.py")}
 
 
 @dataclass
 class Result:
-    process: subprocess.CompletedProcess
+    process: LocustResult
     server: dict
     websocket: dict[str, str]
     """The master's WebSocket totals: the ``All`` row of ``PREFIX_websocket.csv``."""
 
     @property
     def stats(self) -> dict[str, dict]:
-        return master_json_stats(self.process.stdout)
+        return self.process.stats
 
 
-def _locust(
-    locustfile: str, options: list[str], host: str | None, folder: Path
-) -> tuple[subprocess.CompletedProcess, dict]:
-    environment = {k: v for k, v in os.environ.items() if k not in SUITE_ENVIRONMENT}
-    environment["WORKERS"] = "2"
-    port = str(free_port())
+def _locust(locustfile: str, options: list[str], host: str | None, folder: Path) -> tuple[LocustResult, dict]:
     prefix = folder / locustfile.removesuffix(".py")
-    process = subprocess.run(
-        [*LOCUST, "-f", f"locustfiles/{locustfile}", "--headless", "--json", "--master-bind-port", port,
-         "--master-port", port, "--csv", str(prefix), *(["--host", host] if host else []), *options],
-        cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=120, check=False,
+    process = run_locust(
+        "-f", f"locustfiles/{locustfile}", "--headless", "--json", "--csv", str(prefix),
+        *(["--host", host] if host else []), *options, env={"WORKERS": "2"}, timeout=120,
     )  # fmt: skip
     websocket_csv = Path(f"{prefix}_websocket.csv")
     rows = list(csv.DictReader(websocket_csv.read_text().splitlines())) if websocket_csv.exists() else []

@@ -17,13 +17,15 @@ import pytest
 from helpers import REPO_ROOT, free_port, run_server_process, wait_for
 from locust.env import Environment
 from locust.runners import WorkerNode
+from locust_process import LocustProcess
 from rich.console import Console
 
 from wslocust import WebSocketUser
 from wslocust.monitor import Monitor, render
-from wslocust.reporting.live import NODE_KEY, Live
+from wslocust.reporting.live import Live
 from wslocust.reporting.system import SystemSample
-from wslocust.run.counters import REPORT_KEY, WsCounters
+from wslocust.run.counters import WsCounters
+from wslocust.run.state import REPORT_KEY, run_state, worker_report
 
 
 class Echo(WebSocketUser):
@@ -46,13 +48,9 @@ def test_the_dashboard_shows_states_throughput_latency_workers_errors_and_satura
             for t, sent in ((1.0, 0), (4.0, 3000)):
                 counters = WsCounters(open=open_, connects_succeeded=open_, messages_sent=sent, messages_received=sent)
                 system = SystemSample(host="gen", pid=7, cpu=cpu, rss=200_000_000, saturated=cpu > 90)
-                live.receive(
-                    worker,
-                    {
-                        REPORT_KEY: counters.as_dict(),
-                        NODE_KEY: {"t": t, "system": system.as_dict(), "errors": {"closed_1011": 2}},
-                    },
-                )
+                node = {"t": t, "system": system.as_dict(), "errors": {"closed_1011": 2}}
+                data = {REPORT_KEY: worker_report(counters, node)}
+                live.receive(run_state(environment).receive_worker_report(worker, data))
         screen = text_of(render(live.snapshot(), "http://master:8089"))
     finally:
         runner.quit()
@@ -71,15 +69,11 @@ def test_before_any_data_it_says_what_it_waits_for():
     assert "waiting for a wslocust master at http://127.0.0.1:1" in screen
 
 
-def start_master(web_port: int, server_url: str, tmp_path, name: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "MESSAGE_INTERVAL")}
-    with open(tmp_path / f"{name}.err", "w") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", "locustfiles/echo.py", "--autostart", "-u", "5", "-r", "5",
-             "-t", "60s", "--web-host", "127.0.0.1", "--web-port", str(web_port), "--host", server_url,
-             "--ws-message-interval", "100"],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
+def start_master(web_port: int, server_url: str, tmp_path, name: str) -> LocustProcess:
+    return LocustProcess(
+        "-f", "locustfiles/echo.py", "--autostart", "-u", "5", "-r", "5", "-t", "60s", "--web-port", str(web_port),
+        "--host", server_url, "--ws-message-interval", "100", name=name, folder=tmp_path,
+    )  # fmt: skip
 
 
 def monitor_command(*args: str) -> list[str]:
@@ -106,7 +100,6 @@ def test_the_monitor_follows_a_master_through_a_restart_and_once_prints_a_snapsh
             assert "Connections" in once.stdout and "Latency" in once.stdout and "open" in once.stdout
 
             master.kill()  # a crash: no goodbye
-            master.wait()
             assert not monitor.poll()
             screen = text_of(monitor.render())
             assert "master unreachable" in screen and "RUNNING" in screen  # the last figures stay
@@ -127,7 +120,6 @@ def test_the_monitor_follows_a_master_through_a_restart_and_once_prints_a_snapsh
             assert after["totals"]["messages_sent"] < before // 2 and after["connections"]["open"] == 5
         finally:
             master.kill()
-            master.wait()
 
     unreachable = subprocess.run(
         monitor_command(url, "--once"), cwd=REPO_ROOT, capture_output=True, text=True, check=False

@@ -3,7 +3,7 @@ Network and host faults (issue 7): partitions between simulated hosts, and a
 master stopped under its workers.
 
 The hosts are network namespaces on one bridge, the switch
-(``scripts/netns_cluster.py``). A partition isolates two of its ports: the
+(``tests/netns.py``). A partition isolates two of its ports: the
 switch silently drops every frame between those two hosts, both ways, while
 each keeps its link up and still reaches the others. That is what a broken
 path between two machines looks like to them: no error, no reset, TCP just
@@ -26,7 +26,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,13 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO_ROOT, free_port, run_server_process
+from helpers import run_server_process, wait_for
+from locust_process import LocustProcess, master_and_workers
+from netns import Cluster, Host, namespaces_or_skip
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-
-import netns_cluster
-from netns_cluster import Cluster, Host, Process
-
+from benchmarks.processes import CapturedProcess
 from wslocust.integration.distributed import MASTER_TIMEOUT
 
 pytestmark = pytest.mark.slow
@@ -79,32 +76,14 @@ def locustfile(tmp_path: Path) -> Path:
 # Helpers ---------------------------------------------------------------------------------
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, processes: list[Process]) -> Any:
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, processes: list[CapturedProcess]) -> Any:
     """Poll ``condition`` until true; fail at once, with their output, if one of ``processes`` exits first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        for process in processes:
-            if not process.running():
-                raise AssertionError(f"{process.name} exited while waiting for {what}\n{process.output()}")
-        if time.monotonic() > deadline:
-            details = "\n".join(process.output(tail=25) for process in processes)
-            raise AssertionError(f"not within {timeout} s: {what} (last value {value!r})\n{details}")
-        time.sleep(0.1)
+    return wait_for(condition, timeout, 0.1, what, processes)
 
 
-def exit_within(process: Process, seconds: float) -> int:
-    """The exit code of ``process``, which must exit within ``seconds``."""
-    try:
-        return process.wait(timeout=seconds)
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"{process.name} still runs after {seconds} s\n{process.output()}") from exc
-
-
-def locust(locustfile: Path, *args: str) -> list[str]:
-    return [PYTHON, "-m", "locust", "-f", str(locustfile), *args]
+def locust(cluster: Cluster, host: Host, name: str, locustfile: Path, *args: str) -> LocustProcess:
+    """``locust -f LOCUSTFILE ARGS`` on ``host``, on Locust's default ports: each host's network is its own."""
+    return cluster.locust(host, name, "-f", str(locustfile), *args)
 
 
 def sockets(cluster: Cluster, host: Host, state: str) -> list[str]:
@@ -113,9 +92,9 @@ def sockets(cluster: Cluster, host: Host, state: str) -> list[str]:
     return [line.split()[-2] for line in result.stdout.splitlines() if line.strip()]
 
 
-def reported_connects(master: Process) -> int:
+def reported_connects(master: LocustProcess) -> int:
     """The connects in the master's latest statistics table (from the workers' reports)."""
-    counts = [int(match[1]) for match in map(_TABLE_CONNECTS.match, list(master.stderr)) if match]
+    counts = [int(match[1]) for match in map(_TABLE_CONNECTS.match, master.lines("stderr")) if match]
     return counts[-1] if counts else 0
 
 
@@ -141,10 +120,9 @@ def totals(prefix: Path) -> dict[str, int]:
     return {key: int(value) for key, value in row.items() if value.isdigit()}
 
 
-def no_traceback(*processes: Process) -> None:
+def no_traceback(*processes: CapturedProcess) -> None:
     for process in processes:
-        text = "\n".join(process.stdout + process.stderr)
-        assert "Traceback" not in text, process.output(tail=200)
+        assert "Traceback" not in process.stdout + process.stderr, process.output(tail=200)
 
 
 # Simulated hosts ----------------------------------------------------------------------------
@@ -152,11 +130,7 @@ def no_traceback(*processes: Process) -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    reason = netns_cluster.namespaces_available()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the partition tests, but: {reason}")
-        pytest.skip(f"cannot build simulated hosts: {reason}")
+    namespaces_or_skip("the partition tests")
     with Cluster(prefix=f"wsl-{os.getpid()}") as built:
         built.add_host("srv", 10)
         built.add_host("master", 11)
@@ -176,7 +150,7 @@ def hosts(cluster: Cluster) -> Iterator[dict[str, Host]]:
     cluster.heal()
 
 
-def start_server(cluster: Cluster, host: Host) -> Process:
+def start_server(cluster: Cluster, host: Host) -> CapturedProcess:
     server = cluster.run(
         host, "server", [PYTHON, "-m", "wslocust", "serve", "--host", host.address, "--port", str(SERVER_PORT)]
     )
@@ -200,16 +174,12 @@ def test_a_partition_between_a_worker_and_the_server_is_detected_counted_and_rec
     srv, master_host, w0 = hosts["srv"], hosts["master"], hosts["w0"]
     server = start_server(cluster, srv)
     prefix = tmp_path / "run"
-    master = cluster.run(
-        master_host,
-        "master",
-        locust(
-            locustfile, "--master", "--headless", "--expect-workers", "1", "-u", str(USERS), "-r", str(USERS),
-            "-t", "60s", "--host", f"ws://{srv.address}:{SERVER_PORT}/ws",
-            "--master-bind-host", master_host.address, "--stop-timeout", str(STOP_TIMEOUT), "--csv", str(prefix),
-        ),
+    master = locust(
+        cluster, master_host, "master", locustfile, "--master", "--headless", "--expect-workers", "1",
+        "-u", str(USERS), "-r", str(USERS), "-t", "60s", "--host", f"ws://{srv.address}:{SERVER_PORT}/ws",
+        "--master-bind-host", master_host.address, "--stop-timeout", str(STOP_TIMEOUT), "--csv", str(prefix),
     )  # fmt: skip
-    worker = cluster.run(w0, "worker", locust(locustfile, "--worker", "--master-host", master_host.address))
+    worker = locust(cluster, w0, "worker", locustfile, "--worker", "--master-host", master_host.address)
     everyone = [server, master, worker]
 
     wait_until(lambda: len(sockets(cluster, w0, "established")) == USERS, 30, f"{USERS} connections", everyone)
@@ -232,8 +202,8 @@ def test_a_partition_between_a_worker_and_the_server_is_detected_counted_and_rec
 
     # The master's end: it tells the worker to quit and waits for its last report.
     master.popen.send_signal(signal.SIGTERM)
-    master_code = exit_within(master, STOP_TIMEOUT + 20)
-    worker_code = exit_within(worker, 15)
+    master_code = master.wait(STOP_TIMEOUT + 20)
+    worker_code = worker.wait(15)
     truth = server_stats(cluster, master_host, srv)
 
     assert master_code == 1, master.output()  # failures were recorded
@@ -289,19 +259,15 @@ def test_a_partition_between_a_worker_and_the_master_marks_the_totals_and_the_wo
     prefix = tmp_path / "run"
     run_time = 12
     started = time.monotonic()
-    master = cluster.run(
-        master_host,
-        "master",
-        locust(
-            locustfile, "--master", "--headless", "--expect-workers", "2", "-u", str(USERS), "-r", str(USERS),
-            "-t", f"{run_time}s", "--host", f"ws://{srv.address}:{SERVER_PORT}/ws",
-            "--master-bind-host", master_host.address, "--stop-timeout", str(STOP_TIMEOUT), "--csv", str(prefix),
-        ),
+    master = locust(
+        cluster, master_host, "master", locustfile, "--master", "--headless", "--expect-workers", "2",
+        "-u", str(USERS), "-r", str(USERS), "-t", f"{run_time}s", "--host", f"ws://{srv.address}:{SERVER_PORT}/ws",
+        "--master-bind-host", master_host.address, "--stop-timeout", str(STOP_TIMEOUT), "--csv", str(prefix),
     )  # fmt: skip
     # One after the other, so that the one cut off is index 0.
-    cut_off = cluster.run(w0, "worker", locust(locustfile, "--worker", "--master-host", master_host.address))
+    cut_off = locust(cluster, w0, "worker", locustfile, "--worker", "--master-host", master_host.address)
     wait_until(lambda: master.find(r"\(index 0\) reported as ready"), 30, "the first worker ready", [master, cut_off])
-    other = cluster.run(w1, "worker", locust(locustfile, "--worker", "--master-host", master_host.address))
+    other = locust(cluster, w1, "worker", locustfile, "--worker", "--master-host", master_host.address)
     everyone = [server, master, cut_off, other]
 
     wait_until(lambda: reported_connects(master) == USERS, 30, "the master's table counting every connect", everyone)
@@ -310,11 +276,11 @@ def test_a_partition_between_a_worker_and_the_master_marks_the_totals_and_the_wo
     wait_until(lambda: master.find(r"wslocust: worker .*\(index 0\) is missing"), 15, "the master noticing", everyone)
 
     # The run ends on time without it; the other worker gets "quit" and ends too.
-    master_code = exit_within(master, run_time + STOP_TIMEOUT + 30 - (time.monotonic() - started))
+    master_code = master.wait(run_time + STOP_TIMEOUT + 30 - (time.monotonic() - started))
     assert time.monotonic() - started < run_time + STOP_TIMEOUT + 20
-    assert exit_within(other, 15) == 0, other.output()
+    assert other.wait(15) == 0, other.output()
     # The one cut off hears no heartbeat from its master, stops its users and quits by itself.
-    cut_off_code = exit_within(cut_off, MASTER_TIMEOUT + 20 - (time.monotonic() - partitioned_at))
+    cut_off_code = cut_off.wait(MASTER_TIMEOUT + 20 - (time.monotonic() - partitioned_at))
     assert time.monotonic() - partitioned_at < MASTER_TIMEOUT + 10
     assert cut_off_code == 0, cut_off.output()
     assert cut_off.find(rf"Didn't get heartbeat from master in over {MASTER_TIMEOUT}s")
@@ -325,7 +291,7 @@ def test_a_partition_between_a_worker_and_the_master_marks_the_totals_and_the_wo
     # Its connections were closed by its users, not left behind.
     assert truth["connections_open"] == 0 and truth["connections_closed"] == truth["connections_accepted"] == USERS
     # The totals are marked: the cut-off worker's last report is in them, said so at the end and in the CSV.
-    log = "\n".join(master.stderr)
+    log = master.stderr
     assert "the WebSocket totals include the last report of 1 missing worker" in log, log[-3000:]
     rows = websocket_rows(prefix)
     assert sorted(row["status"] for node, row in rows.items() if not node.startswith("All")) == ["gone", "missing"]
@@ -340,49 +306,29 @@ def test_a_partition_between_a_worker_and_the_master_marks_the_totals_and_the_wo
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_workers_stop_cleanly_by_themselves_when_the_master_is_stopped(signum, locustfile):
-    with run_server_process() as server:
-        master_port = free_port()
-        environment = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "WORKERS", "MESSAGE_INTERVAL")}
-        environment["PYTHONPATH"] = str(REPO_ROOT)
-        master = Process(
-            "master",
-            locust(
-                locustfile, "--master", "--headless", "--expect-workers", "2", "-u", str(USERS), "-r", str(USERS),
-                "-t", "60s", "--host", server.url, "--master-bind-host", "127.0.0.1",
-                "--master-bind-port", str(master_port), "--stop-timeout", str(STOP_TIMEOUT),
-            ),
-            environment,
-            str(REPO_ROOT),
-        )  # fmt: skip
-        workers = [
-            Process(
-                f"worker {n}",
-                locust(locustfile, "--worker", "--master-port", str(master_port)),
-                environment,
-                str(REPO_ROOT),
-            )
-            for n in range(2)
-        ]
+    with (
+        run_server_process() as server,
+        master_and_workers(
+            "--headless", "--expect-workers", "2", "-u", str(USERS), "-r", str(USERS), "-t", "60s",
+            "--host", server.url, "--stop-timeout", str(STOP_TIMEOUT), locustfile=locustfile,
+        ) as (master, workers),
+    ):  # fmt: skip
         everyone = [master, *workers]
-        try:
-            wait_until(lambda: server.stats()["connections_open"] == USERS, 30, f"{USERS} connections", everyone)
-            stopped_at = time.monotonic()
-            master.popen.send_signal(signum)
-            master_code = exit_within(master, STOP_TIMEOUT + 15)
-            # SIGTERM: the master tells them to quit. SIGKILL: they notice its heartbeats stopped.
-            deadline = STOP_TIMEOUT + 10 if signum == signal.SIGTERM else MASTER_TIMEOUT + 10
-            codes = [exit_within(worker, deadline - (time.monotonic() - stopped_at)) for worker in workers]
-            truth = server.stats()
-        finally:
-            for process in everyone:
-                process.stop(timeout=2)
+        wait_until(lambda: server.stats()["connections_open"] == USERS, 30, f"{USERS} connections", everyone)
+        stopped_at = time.monotonic()
+        master.popen.send_signal(signum)
+        master_code = master.wait(STOP_TIMEOUT + 15)
+        # SIGTERM: the master tells them to quit. SIGKILL: they notice its heartbeats stopped.
+        deadline = STOP_TIMEOUT + 10 if signum == signal.SIGTERM else MASTER_TIMEOUT + 10
+        codes = [worker.wait(deadline - (time.monotonic() - stopped_at)) for worker in workers]
+        truth = server.stats()
     assert codes == [0, 0], "\n".join(worker.output() for worker in workers)
     assert master_code == (0 if signum == signal.SIGTERM else -signal.SIGKILL)
     no_traceback(*everyone)
     # Every connection was closed by its user, none left open or cut.
     assert truth["connections_open"] == 0 and truth["connections_closed"] == truth["connections_accepted"] == USERS
     for worker in workers:
-        errors = [line for line in worker.stderr if "/ERROR/" in line]
+        errors = [line for line in worker.lines("stderr") if "/ERROR/" in line]
         if signum == signal.SIGKILL:
             # One line says why it quit; nothing else complains while it waits.
             assert [line.split(": ", 1)[1] for line in errors] == [
@@ -391,4 +337,4 @@ def test_workers_stop_cleanly_by_themselves_when_the_master_is_stopped(signum, l
         else:
             assert errors == [], worker.output()
     if signum == signal.SIGTERM:
-        assert re.search(rf"WebSocket summary: {USERS} connects \(0 failed", "\n".join(master.stderr)), master.output()
+        assert re.search(rf"WebSocket summary: {USERS} connects \(0 failed", master.stderr), master.output()

@@ -14,12 +14,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -28,7 +25,8 @@ from pathlib import Path
 
 import gevent
 import pytest
-from helpers import REPO_ROOT, free_port, run_server_process, wait_for
+from helpers import run_server_process, wait_for
+from locust_process import LocustProcess, master_and_workers
 
 from wslocust import redaction
 from wslocust.codec.handshake import build_request
@@ -375,43 +373,36 @@ def _run_with_secrets(tmp_path: Path, target: str, *, on_command_line: bool) -> 
     host_line = "" if on_command_line else f'host = "{target}"'
     locustfile = tmp_path / "secret_locustfile.py"
     locustfile.write_text(LOCUSTFILE.format(host=host_line, secret=SECRET, proxy=proxy.url))
-    web = f"http://127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "MESSAGE_INTERVAL", "LOCUST_HOST")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    command = [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--autostart", "-u", "2", "-r", "100",
-        "-t", "60s", "--web-host", "127.0.0.1", "--web-port", web.rsplit(":", 1)[1], "--csv", str(tmp_path / "run"),
-        "--html", str(tmp_path / "report.html"), "--stop-timeout", "2",
-        *(["--host", target] if on_command_line else []),
-    ]  # fmt: skip
     outputs: dict[str, str] = {}
-    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr)
+    process = LocustProcess(
+        "-f", str(locustfile), "--autostart", "-u", "2", "-r", "100", "-t", "60s", "--csv", str(tmp_path / "run"),
+        "--html", str(tmp_path / "report.html"), "--stop-timeout", "2", *(["--host", target] if on_command_line else []),
+    )  # fmt: skip
+    web = process.web_url
     try:
         # Every page, once the run has counted a failure quoting things (or an echo).
         def counted() -> bool:
-            if process.poll() is not None:
-                return True
             try:
                 stats = _get(f"{web}/stats/requests")[0]
             except OSError:  # the web UI is not up yet
                 return False
             return b'"echo"' in stats or b"403" in stats
 
-        wait_for(counted, timeout=30, interval=0.2, message="a 403 failure or an echo in /stats/requests")
-        assert process.poll() is None, "the run ended before its pages could be read"
+        wait_for(
+            counted, timeout=30, interval=0.2, message="a 403 failure or an echo in /stats/requests",
+            processes=[process],
+        )  # fmt: skip
         for page in WEB_PAGES:
             body, headers = _get(web + page)
             outputs[f"GET {page}"] = headers + body.decode("utf-8", "replace")
         # Ctrl-C: Locust writes the --html report, stops the users, writes the CSV files and exits
         # (on SIGTERM it skips the report).
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=40) in (0, 1)
+        process.popen.send_signal(signal.SIGINT)
+        assert process.wait(40) in (0, 1)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        process.kill()
         proxy.close()
+    outputs["stdout"], outputs["stderr"] = process.stdout, process.stderr
     for path in sorted(tmp_path.iterdir()):
         if path.is_file() and path != locustfile:
             outputs[path.name] = path.read_text(errors="replace")
@@ -478,29 +469,15 @@ def test_a_worker_given_only_the_concealed_target_connects_with_the_real_one(tmp
     proxy = ConnectProxy()
     locustfile = tmp_path / "secret_locustfile.py"
     locustfile.write_text(LOCUSTFILE.format(host="", secret=SECRET, proxy=proxy.url))
-    env = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "MESSAGE_INTERVAL", "LOCUST_HOST")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    master_port = str(free_port())
-    locust = [sys.executable, "-m", "locust", "-f", str(locustfile)]
-    processes = []
     with run_server_process() as server:
         target = server.url.replace("ws://", f"ws://user:{SECRET}@") + f"?token={SECRET}"
-        for name, args in [
-            ("master", ["--master", "--master-bind-port", master_port, "--headless", "--expect-workers", "1",
-                        "-u", "2", "-r", "100", "-t", "3s", "--host", target]),
-            ("worker", ["--worker", "--master-port", master_port]),
-        ]:  # fmt: skip
-            with open(tmp_path / f"{name}.out", "w") as stdout, open(tmp_path / f"{name}.err", "w") as stderr:
-                processes.append(
-                    subprocess.Popen([*locust, *args], cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr)
-                )
         try:
-            codes = [process.wait(timeout=40) for process in processes]
+            with master_and_workers(
+                "--headless", "--expect-workers", "1", "-u", "2", "-r", "100", "-t", "3s", "--host", target,
+                locustfile=locustfile, workers=1, folder=tmp_path,
+            ) as (master, workers):  # fmt: skip
+                codes = [process.wait(40) for process in (master, *workers)]
         finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
             proxy.close()
         truth = server.stats()
     outputs = {path.name: path.read_text() for path in tmp_path.iterdir() if path.suffix in (".out", ".err")}
@@ -516,15 +493,10 @@ def test_a_target_typed_in_the_web_uis_start_form_is_concealed_from_the_answer_o
     proxy = ConnectProxy()
     locustfile = tmp_path / "secret_locustfile.py"
     locustfile.write_text(LOCUSTFILE.format(host="", secret=SECRET, proxy=proxy.url))
-    env = {k: v for k, v in os.environ.items() if k not in ("WS_SERVER_URL", "MESSAGE_INTERVAL", "LOCUST_HOST")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    web = f"http://127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--web-host", "127.0.0.1",
-               "--web-port", web.rsplit(":", 1)[1]]  # fmt: skip
     with run_server_process() as server:
         target = server.url.replace("ws://", f"ws://user:{SECRET}@") + f"?token={SECRET}"
-        with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
-            process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr)
+        process = LocustProcess("-f", str(locustfile))
+        web = process.web_url
         try:
 
             def up() -> bool:
@@ -533,18 +505,16 @@ def test_a_target_typed_in_the_web_uis_start_form_is_concealed_from_the_answer_o
                 except OSError:
                     return False
 
-            wait_for(up, timeout=30, interval=0.2, message="the web UI")
+            wait_for(up, timeout=30, interval=0.2, message="the web UI", processes=[process])
             form = urllib.parse.urlencode({"user_count": 1, "spawn_rate": 1, "host": target}).encode()
             with urllib.request.urlopen(f"{web}/swarm", data=form, timeout=10) as response:
                 answer = response.read().decode()
             wait_for(lambda: server.stats()["messages_received"] > 0, timeout=20, message="an echo")
             page = _get(f"{web}/")[0].decode()
         finally:
-            process.terminate()
-            process.wait(timeout=20)
+            process.stop(timeout=20)
             proxy.close()
-    outputs = {"POST /swarm": answer, "GET /": page, "stdout": (tmp_path / "stdout").read_text()}
-    outputs["stderr"] = (tmp_path / "stderr").read_text()
+    outputs = {"POST /swarm": answer, "GET /": page, "stdout": process.stdout, "stderr": process.stderr}
     _assert_no_secret(outputs)
     shown = server.url.replace("ws://", "ws://***@") + "?token=***"
     assert json.loads(answer)["host"] == shown and shown in page

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -28,12 +25,11 @@ from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
-from helpers import REPO_ROOT, free_port, master_json_stats, run_server_process
+from helpers import REPO_ROOT, free_port, run_server_process, wait_for
 from locust.util.load_locustfile import load_locustfile
+from locust_process import LocustResult, run_locust
 
 pytestmark = pytest.mark.slow
-
-LOCUST = [sys.executable, "-m", "locust"]
 
 LAG = 1.2
 """Seconds a sample may trail the intended curve: one tick, plus connect and sampling time."""
@@ -44,12 +40,6 @@ SLACK = 2
 CHURN_SLACK = 0.2
 """The part of a churning population that may be between two connections at a sample (40 reconnects
 a second on a loaded 2-CPU machine measured up to 7 of 40)."""
-
-SUITE_ENVIRONMENT = (
-    "WS_SERVER_URL", "WORKERS", "TARGET_CONNECTIONS", "RAMP_UP_TIME", "TEST_DURATION", "MESSAGE_INTERVAL",
-    "WS_PROFILE", "WS_TIME_SCALE", "LOCUST_PROCESSES",
-)  # fmt: skip
-
 
 # Running and sampling
 
@@ -85,6 +75,10 @@ class Sampler:
                 self.samples.append((taken, None))
             self._stop.wait(self.interval)
 
+    def shows_closed(self, since: float) -> bool:
+        """True once a sample taken after ``since`` (wall time) has every connection closed."""
+        return any(taken >= since and stats and stats["connections_open"] == 0 for taken, stats in self.samples)
+
     def open_connections(self, since: float) -> list[tuple[float, int]]:
         """(seconds since ``since``, connections_open) of every sample the server answered."""
         return [(taken - since, stats["connections_open"]) for taken, stats in self.samples if stats is not None]
@@ -92,14 +86,14 @@ class Sampler:
 
 @dataclass
 class Run:
-    result: subprocess.CompletedProcess
+    result: LocustResult
     samples: Sampler | None = None
     server: dict = field(default_factory=dict)
     """The server's final /stats."""
 
     @property
     def stats(self) -> dict[str, dict]:
-        return master_json_stats(self.result.stdout)
+        return self.result.stats
 
     @property
     def shape_started(self) -> float:
@@ -120,13 +114,9 @@ def _log_time(log: str, text: str) -> float:
     raise AssertionError(f"no {text!r} in the log:\n{log}")
 
 
-def locust(locustfile: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60):
-    environment = {k: v for k, v in os.environ.items() if k not in SUITE_ENVIRONMENT}
-    environment.update(env or {})
-    return subprocess.run(
-        [*LOCUST, "-f", f"locustfiles/{locustfile}", "--headless", "--json", *args],
-        cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+def locust(locustfile: str, *args: str, timeout: float = 60, **options) -> LocustResult:
+    """``locust -f locustfiles/LOCUSTFILE --headless --json ARGS``: :func:`~locust_process.run_locust`."""
+    return run_locust("-f", f"locustfiles/{locustfile}", "--headless", "--json", *args, timeout=timeout, **options)
 
 
 def run_sampled(locustfile: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Run:
@@ -134,7 +124,8 @@ def run_sampled(locustfile: str, *args: str, env: dict[str, str] | None = None, 
     with run_server_process() as server:
         with Sampler(server.stats_url) as sampler:
             result = locust(locustfile, "--host", server.url, *args, env=env, timeout=timeout)
-            time.sleep(0.3)  # a few samples after the end: the drop to 0
+            ended = time.time()
+            wait_for(lambda: sampler.shows_closed(since=ended), 5, 0.05, "a sample of the drop to 0")
         return Run(result, sampler, server.stats())
 
 
@@ -179,12 +170,6 @@ def intended_curve(shape):
         return float(points[-1][1])
 
     return curve
-
-
-def master_port_args() -> list[str]:
-    """A free port for the master of ``--processes`` runs: another run on the machine may hold 5557."""
-    port = str(free_port())
-    return ["--master-bind-port", port, "--master-port", port]
 
 
 def worst_offsets(samples: list[tuple[float, int]], curve, slack: float = SLACK) -> tuple[float, float]:
@@ -260,9 +245,7 @@ def test_wave_opens_and_closes_its_connections_once_per_cycle():
 
 def test_churn_keeps_its_connections_while_replacing_them_and_both_sides_count_the_reconnects():
     # Two worker processes: the connection lifetime travels from the master's shape to them.
-    run = run_sampled(
-        "churn.py", "--ws-time-scale", "0.1", "--ws-target-connections", "40", *master_port_args(), env={"WORKERS": "2"}
-    )
+    run = run_sampled("churn.py", "--ws-time-scale", "0.1", "--ws-target-connections", "40", env={"WORKERS": "2"})
     assert_connects_and_echoes(run, 40)
     assert "to 2 ready workers" in run.result.stderr
     curve = intended_curve(shape_of("churn.py", ws_time_scale="0.1", ws_target_connections="40"))
@@ -279,12 +262,11 @@ def test_churn_keeps_its_connections_while_replacing_them_and_both_sides_count_t
 @pytest.mark.parametrize("workers", [None, "2"], ids=["one process", "two workers"])
 def test_error_recovery_restarts_the_embedded_server_and_times_the_return_of_every_connection(workers):
     # With workers, each sends its open connections every 0.2 s: the timing holds there too.
-    distributed = master_port_args() if workers else []
-    with Sampler("http://127.0.0.1:3003/stats", interval=0.05) as sampler:
+    port = free_port()  # the embedded server's, known in advance to sample it from the start
+    with Sampler(f"http://127.0.0.1:{port}/stats", interval=0.05) as sampler:
         result = locust(
             "error_recovery.py", "--ws-time-scale", "0.1", "--ws-target-connections", "30", "--ws-test-duration", "30000",
-            *distributed,
-            env={"WORKERS": workers} if workers else None,
+            env={"WORKERS": workers} if workers else None, embedded_port=port,
         )  # fmt: skip
     run = Run(result, sampler)
     assert result.returncode == 1, result.stderr  # the fault's disconnects are failures

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import subprocess
 import sys
-import threading
 import urllib.parse
 import urllib.request
 
 import pytest
-from helpers import REPO_ROOT, free_port, run_server_process, wait_for
+from helpers import REPO_ROOT, run_server_process, wait_for
 from locust.argument_parser import parse_options, ui_extra_args_dict
 from locust.util.load_locustfile import load_locustfile
-from test_scenario_runs import Run, Sampler, assert_follows, intended_curve, locust, master_port_args, shape_of
+from locust_process import LocustProcess
+from test_scenario_runs import Run, Sampler, assert_follows, intended_curve, locust, shape_of
 
-from wslocust.integration.settings import PROFILES
+from wslocust.run.schedule import PROFILES
 
 README = (REPO_ROOT / "README.md").read_text()
 
@@ -132,7 +130,7 @@ def test_the_options_are_fields_of_the_web_ui(monkeypatch):
 def test_the_variables_change_the_10k_test_as_documented():
     with run_server_process() as server:
         with Sampler(server.stats_url) as sampler:
-            result = locust("ten_k.py", *master_port_args(), env={
+            result = locust("ten_k.py", env={
                 "WS_SERVER_URL": server.url,  # the target
                 "WORKERS": "2",  # two worker processes
                 "TARGET_CONNECTIONS": "30",
@@ -182,14 +180,7 @@ def test_a_profile_sets_connections_interval_and_duration_but_an_explicit_variab
 @pytest.mark.slow
 def test_a_shape_too_fast_for_locusts_tick_is_refused_at_start_with_one_line():
     # With forked workers, which must not outlive the master (they would hold the output pipes for a minute).
-    result = locust(
-        "wave.py",
-        "--host",
-        "ws://127.0.0.1:1/ws",
-        *master_port_args(),
-        env={"WS_TIME_SCALE": "0.1", "WORKERS": "2"},
-        timeout=20,
-    )
+    result = locust("wave.py", "--host", "ws://127.0.0.1:1/ws", env={"WS_TIME_SCALE": "0.1", "WORKERS": "2"}, timeout=20)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("wslocust:")]
     assert errors == [
@@ -215,42 +206,31 @@ def test_a_bad_value_on_the_real_command_line_exits_2_without_a_traceback():
 
 @pytest.mark.slow
 def test_a_scenario_started_from_the_web_ui_takes_the_fields_as_strings_and_names_a_bad_one():
-    web_port = free_port()
-    environment = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     bad = (
         "wslocust: WS_TIME_SCALE / --ws-time-scale: 'fast' is not a time scale > 0 "
         "(1 = real time, 0.01 = 100 times faster)"
     )
-    with run_server_process() as server:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", "locustfiles/spike.py", "--host", server.url,
-             "--web-host", "127.0.0.1", "--web-port", str(web_port)],
-            cwd=REPO_ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        log: list[str] = []
-        reader = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
-        reader.start()
-        try:
-            ui = f"http://127.0.0.1:{web_port}"
-            wait_for(lambda: _get(ui), timeout=20, message="the web UI")
+    with (
+        run_server_process() as server,
+        LocustProcess("-f", "locustfiles/spike.py", "--host", server.url) as process,
+    ):
+        ui = process.web_url
+        wait_for(lambda: _get(ui), timeout=20, message="the web UI", processes=[process])
 
-            def swarm(**fields: str) -> dict:
-                form = urllib.parse.urlencode({"host": server.url, **fields}).encode()
-                with urllib.request.urlopen(f"{ui}/swarm", data=form, timeout=5) as response:
-                    return json.load(response)
+        def swarm(**fields: str) -> dict:
+            form = urllib.parse.urlencode({"host": server.url, **fields}).encode()
+            with urllib.request.urlopen(f"{ui}/swarm", data=form, timeout=5) as response:
+                return json.load(response)
 
-            assert swarm(ws_time_scale="0.2", ws_target_connections="7")["success"]
-            wait_for(lambda: server.stats()["connections_accepted"] == 7, timeout=10)
-            wait_for(lambda: server.stats()["connections_open"] == 0, timeout=10)  # the spike's end
-            assert swarm(ws_time_scale="fast", ws_target_connections="7")["success"]
-            wait_for(lambda: any(bad in line for line in log), timeout=10, message="the error line")
-            truth = server.stats()
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
-            reader.join(timeout=5)
+        assert swarm(ws_time_scale="0.2", ws_target_connections="7")["success"]
+        wait_for(lambda: server.stats()["connections_accepted"] == 7, timeout=10)
+        wait_for(lambda: server.stats()["connections_open"] == 0, timeout=10)  # the spike's end
+        assert swarm(ws_time_scale="fast", ws_target_connections="7")["success"]
+        wait_for(lambda: bad in process.stderr, timeout=10, message="the error line")
+        truth = server.stats()
+        process.stop(timeout=20)
     assert truth["connections_accepted"] == 7  # the bad run started nothing
-    assert not any("Traceback" in line for line in log), "".join(log)
+    assert "Traceback" not in process.stderr, process.stderr[-3000:]
 
 
 def _get(url: str) -> bool:

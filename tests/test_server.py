@@ -27,7 +27,8 @@ from websocket import ABNF
 from wslocust import cli
 from wslocust import server as server_module
 from wslocust.exceptions import ConfigurationError
-from wslocust.server import ServerConfig, create_server
+from wslocust.redaction import conceal_uri
+from wslocust.server import ServerConfig, create_server, faults
 
 TIMEOUT = 5.0
 
@@ -308,9 +309,11 @@ def test_broadcast_reaches_every_open_connection(start_server, connect):
 
 
 def test_delay_holds_each_echo_without_blocking_other_messages(start_server, connect):
+    # Held echoes one after the other would take one delay per message: finishing in fewer
+    # than that many delays proves they overlap, with a margin no load on the machine reaches.
     delay = 0.2
     server = start_server(delay_ms=delay * 1000)
-    sockets = [connect(server.url) for _ in range(8)]
+    sockets = [connect(server.url) for _ in range(20)]
 
     # One message: received (and counted) at once, echoed after the delay.
     started = time.monotonic()
@@ -322,21 +325,22 @@ def test_delay_holds_each_echo_without_blocking_other_messages(start_server, con
     assert sockets[0].recv() == "one"
     assert time.monotonic() - started >= delay
 
-    # Five messages on one connection: delayed together, in order.
+    # Twenty messages on one connection: delayed together, in order.
     started = time.monotonic()
-    for number in range(5):
+    for number in range(20):
         sockets[0].send(str(number))
-    assert [sockets[0].recv() for _ in range(5)] == ["0", "1", "2", "3", "4"]
+    assert [sockets[0].recv() for _ in range(20)] == [str(number) for number in range(20)]
     elapsed = time.monotonic() - started
-    assert delay <= elapsed < 3 * delay
+    assert delay <= elapsed < 20 * delay
 
-    # One message on each of 8 connections: delayed concurrently, not one after the other.
+    # One message on each of 20 connections: delayed concurrently, not one after the other.
     started = time.monotonic()
     for ws in sockets:
         ws.send("all")
-    assert [ws.recv() for ws in sockets] == ["all"] * 8
+    assert [ws.recv() for ws in sockets] == ["all"] * 20
     elapsed = time.monotonic() - started
-    assert delay <= elapsed < 3 * delay
+    assert delay <= elapsed < 20 * delay
+    assert server.counters.messages_sent == server.counters.messages_received == 41
 
 
 # HTTP routes and bad handshakes
@@ -620,3 +624,48 @@ def test_post_faults_drops_every_connection_and_refuses_upgrades_for_a_while():
         bad = urllib.request.Request(f"{base}/faults?refuse_ms=-1", method="POST")
         with pytest.raises(urllib.error.HTTPError, match="400"):
             urllib.request.urlopen(bad, timeout=5)
+
+
+# Failing a server from the client's side (wslocust.server.faults)
+
+
+def test_restart_server_brings_a_port_0_server_back_on_the_same_port(start_server, connect):
+    server = start_server()
+    clients = [connect(server.url) for _ in range(2)]
+    wait_for(lambda: server.counters.connections_open == 2, TIMEOUT)
+    replacement = faults.restart_server(server, 0.2)
+    try:
+        assert replacement.port == server.port and replacement.url == server.url
+        assert [receive_close(ws) for ws in clients] == [(1001, "going away")] * 2
+        assert server.counters.connections_closed == 2
+        ws = connect(replacement.url)
+        ws.send("back")
+        assert ws.recv() == "back"
+        assert replacement.counters.connections_accepted == 1  # a new server: its own counters
+    finally:
+        replacement.stop(timeout=1)
+
+
+def test_faults_url_is_on_the_targets_port_even_for_a_concealed_target():
+    assert faults.faults_url("ws://127.0.0.1:3003/ws", refuse_ms=249.6) == (
+        "http://127.0.0.1:3003/faults?drop=1&refuse_ms=250"
+    )
+    assert faults.faults_url("wss://example.com/x", drop=False) == "https://example.com/faults?drop=0&refuse_ms=0"
+    assert faults.faults_url("ws://[::1]:8080/") == "http://[::1]:8080/faults?drop=1&refuse_ms=0"
+    concealed = conceal_uri("ws://user:faults-test-secret@127.0.0.1:4321/ws?token=faults-test-token")
+    assert "faults-test" not in concealed
+    assert faults.faults_url(concealed) == "http://127.0.0.1:4321/faults?drop=1&refuse_ms=0"
+    with pytest.raises(ConfigurationError):
+        faults.faults_url("http://127.0.0.1:3003/")
+
+
+def test_request_fault_asks_a_server_process_to_fail(connect):
+    with run_server_process() as server:
+        ws = connect(server.url)
+        assert faults.request_fault(faults.faults_url(server.url, refuse_ms=60000)) == 200
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+            ws.send("after the fault")
+            ws.recv()
+        assert server.stats()["connections_open"] == 0
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            faults.request_fault(faults.faults_url(server.url, refuse_ms=-1))

@@ -14,8 +14,11 @@ from locust.util.load_locustfile import load_locustfile
 
 from wslocust import AT_ONCE, Churn, ConfigurationError, RampUp, Spike, Stage, Stages, Sustained, Wave
 from wslocust.integration import shapes as shapes_module
-from wslocust.integration.settings import PROFILES, Schedule, scenario_option, schedule, time_scale
-from wslocust.integration.shapes import AT_ONCE_RATE_FACTOR as ONCE
+from wslocust.integration.options import scenario_option
+from wslocust.integration.stages import AT_ONCE_RATE_FACTOR as ONCE
+from wslocust.run.schedule import PROFILES, Schedule
+from wslocust.run.settings import time_scale
+from wslocust.run.state import run_state
 
 
 def run_with(**options):
@@ -287,7 +290,7 @@ def test_each_tick_publishes_the_schedule_with_the_shapes_clock():
     runner = run_with(ws_time_scale="0.1")
     shape = TenK()
     ticks(shape, [0.0], runner)
-    published = schedule(runner.environment)
+    published = run_state(runner.environment).schedule
     assert published.origin == shape.start_time
     assert published.at(shape.start_time) == (0, pytest.approx(shape.start_time + 3.0))
     assert published.at(shape.start_time + 3.0) == (pytest.approx(0.1), pytest.approx(shape.start_time + 6.0))

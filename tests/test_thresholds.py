@@ -10,6 +10,7 @@ from locust.stats import RequestStats
 from wslocust.exceptions import ConfigurationError
 from wslocust.reporting import bucketing
 from wslocust.reporting.thresholds import EXIT_CODE, SUITE, evaluate, format_table, parse_thresholds
+from wslocust.run.state import run_state
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -87,8 +88,9 @@ def environment_with(run_summary: dict | None = None) -> SimpleNamespace:
     stats.log_error("WS", "connect", "refused")
     summary = {"cpu_per_1k": 3.5, "mem_per_10k": 1.5e9, "peak_open": 10, "msg_rate": 950.0, "cpu_max": 40.0}
     summary.update(run_summary or {})
-    live = SimpleNamespace(run_summary=lambda: summary)
-    return SimpleNamespace(runner=SimpleNamespace(stats=stats), ws_live=live)
+    environment = SimpleNamespace(runner=SimpleNamespace(stats=stats))
+    run_state(environment).live = SimpleNamespace(run_summary=lambda: summary)
+    return environment
 
 
 def test_evaluation_uses_locusts_statistics_and_the_runs_figures():

@@ -30,19 +30,21 @@ from wslocust.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from wslocust.integration.settings import time_scaled
-    from wslocust.integration.shapes import AT_ONCE, Churn, ErrorRecovery, RampUp, Spike, Stage, Stages, Sustained, Wave
+    from wslocust.integration.shapes import Churn, ErrorRecovery, RampUp, Spike, Sustained, Wave
+    from wslocust.integration.stages import AT_ONCE, Stage, Stages
+    from wslocust.run.settings import time_scaled
     from wslocust.user import ConnectionState, WebSocketUser
 
 __version__ = "0.1.0"
 
 _LOCUST_FACING = {
-    "time_scaled": "wslocust.integration.settings",
+    "time_scaled": "wslocust.run.settings",
     "WebSocketUser": "wslocust.user",
     "ConnectionState": "wslocust.user",
+    **{name: "wslocust.integration.stages" for name in ("AT_ONCE", "Stage", "Stages")},
     **{
         name: "wslocust.integration.shapes"
-        for name in ("AT_ONCE", "Churn", "ErrorRecovery", "RampUp", "Spike", "Stage", "Stages", "Sustained", "Wave")
+        for name in ("Churn", "ErrorRecovery", "RampUp", "Spike", "Sustained", "Wave")
     },
 }
 
@@ -79,7 +81,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'wslocust' has no attribute {name!r}")
     # Locust first: it lets gevent patch the standard library before anything opens a socket.
     importlib.import_module("locust")
-    importlib.import_module("wslocust.integration.plugin")  # plugs wslocust into Locust's events
+    importlib.import_module("wslocust.wiring")  # plugs wslocust into Locust's events
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value  # later lookups skip this function
     return value

@@ -176,6 +176,10 @@ def _errors(aggregate: dict[str, Any]) -> Panel:
     return _pairs("Errors", rows, style="red" if errors else "cyan")
 
 
+def _latency_cells(entry: dict[str, Any]) -> list[str]:
+    return [_ms(entry[key]) for key in ("p50", "p95", "p99", "avg", "max")]
+
+
 def _latency(aggregate: dict[str, Any]) -> Panel:
     table = Table(expand=True, box=None, header_style="bold")
     for title in ("request", "requests", "fails", "req/s", "p50", "p95", "p99", "avg", "max"):
@@ -183,29 +187,11 @@ def _latency(aggregate: dict[str, Any]) -> Panel:
     rows = sorted(aggregate["latency"].items())
     round_trip = aggregate.get("round_trip")
     for name, entry in rows:
-        table.add_row(
-            name,
-            f"{entry['requests']:,}",
-            Text(f"{entry['failures']:,}", style="red" if entry["failures"] else ""),
-            format_count(entry["rps"] or 0),
-            _ms(entry["p50"]),
-            _ms(entry["p95"]),
-            _ms(entry["p99"]),
-            _ms(entry["avg"]),
-            _ms(entry["max"]),
-        )
+        failures = Text(f"{entry['failures']:,}", style="red" if entry["failures"] else "")
+        table.add_row(name, f"{entry['requests']:,}", failures, format_count(entry["rps"] or 0), *_latency_cells(entry))
     if round_trip and len([name for name in aggregate["latency"] if name not in _NOT_ROUND_TRIPS]) > 1:
-        table.add_row(
-            Text("all round trips", style="bold"),
-            f"{round_trip['requests']:,}",
-            "",
-            "",
-            _ms(round_trip["p50"]),
-            _ms(round_trip["p95"]),
-            _ms(round_trip["p99"]),
-            _ms(round_trip["avg"]),
-            _ms(round_trip["max"]),
-        )
+        total = Text("all round trips", style="bold")
+        table.add_row(total, f"{round_trip['requests']:,}", "", "", *_latency_cells(round_trip))
     if not rows:
         table.add_row(Text("no requests yet", style="dim"))
     return Panel(table, title="Latency, ms (percentiles over the last ~10 s)", border_style="cyan")
@@ -216,24 +202,8 @@ _NOT_ROUND_TRIPS = {"connect", "reconnect", "disconnect", "send", "ping"}
 
 def _workers(snapshot: dict[str, Any]) -> Panel:
     table = Table(expand=True, box=None, header_style="bold")
-    columns = [
-        "worker",
-        "host",
-        "pid",
-        "state",
-        "users",
-        "open",
-        "sent/s",
-        "recv/s",
-        "errors",
-        "rt p50",
-        "rt p95",
-        "rt p99",
-        "CPU %",
-        "CPU %/1K",
-        "memory",
-        "",
-    ]
+    columns = ("worker", "host", "pid", "state", "users", "open", "sent/s", "recv/s", "errors",
+               "rt p50", "rt p95", "rt p99", "CPU %", "CPU %/1K", "memory", "")  # fmt: skip
     for title in columns:
         table.add_column(title, justify="left" if title in ("worker", "host", "state", "") else "right")
     for view in snapshot["workers"]:

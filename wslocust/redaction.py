@@ -14,7 +14,7 @@ Three tools, from the most to the least precise:
   download file names and our ``/ws/stats`` never see the secret, while
   :func:`wslocust.codec.uri.parse_uri` reveals the real URL when a user connects. The
   master ships its registry to its workers with each spawn message (see
-  :mod:`wslocust.integration.plugin`).
+  :mod:`wslocust.integration.secrets`).
 - :func:`redact_text` replaces every known secret (a registered URL's
   credentials and tokens, the values of secret-looking headers such as
   ``Authorization`` and ``Cookie``) and every URL's credentials in free text: a

@@ -23,9 +23,9 @@ import argparse
 from typing import Any
 
 from ..generators import Generator, locust_command, locust_percentile
-from ..measure import Context, wait_server_idle
+from ..measure import Context, run_variants
 from ..processes import log
-from ..report import Column, emit_results, header, percentile_columns, print_table, rounded
+from ..report import VARIANT_COLUMN, Column, header, percentile_columns, report, rounded
 from ..servers import Server, start_server
 
 __all__ = ["add_arguments", "run"]
@@ -49,32 +49,14 @@ def run(args: argparse.Namespace, context: Context) -> list[dict[str, Any]]:
     print(header(context.pinning.description, server.kind))
     if not server.is_node:
         log("WARNING: without the Node.js server there is no server-side handshake time to compare with")
-    results = []
-    try:
-        for variant in args.variants:
-            log(f"{NAME}, {variant}: {args.connections} connections at {args.rate:g}/s")
-            wait_server_idle(server)
-            server.reset_latency()
-            try:
-                result = _run_variant(variant, server, args, context)
-            except RuntimeError as exc:
-                log(f"{variant} FAILED: {exc}")
-                result = {"variant": variant, "error": str(exc)}
-            results.append(result)
-    finally:
-        server.stop()
-    print_table(
-        f"connect-rate: {args.connections:,} connections opened at {args.rate:g}/s, connect latency in ms",
-        COLUMNS,
-        results,
-        NOTES + _verdict(results),
-    )
-    emit_results(NAME, results)
-    return results
+    detail = f"{args.connections} connections at {args.rate:g}/s"
+    results = run_variants(NAME, detail, server, _run_variant, args, context, reset_latency=True)
+    title = f"connect-rate: {args.connections:,} connections opened at {args.rate:g}/s, connect latency in ms"
+    return report(NAME, title, COLUMNS, results, NOTES + _verdict(results))
 
 
 COLUMNS = (
-    Column("variant", "variant", "str"),
+    VARIANT_COLUMN,
     Column("connects", "connects"),
     Column("failed", "connects_failed"),
     Column("conn/s", "connect_rate", "f1"),

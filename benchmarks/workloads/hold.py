@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from ..generators import LOCUST_VARIANTS, Generator, locust_command
-from ..measure import Context, wait_server_idle, window_figures
+from ..measure import Context, run_variants, window_figures
 from ..processes import log
 from ..profiling import finish_profiler, start_profiler
-from ..report import Column, emit_results, header, print_table, ratio
+from ..report import VARIANT_COLUMN, Column, header, ratio, report
 from ..servers import Server, start_reference_server
 
 __all__ = ["add_arguments", "run"]
@@ -71,35 +71,20 @@ def run(args: argparse.Namespace, context: Context) -> list[dict[str, Any]]:
     print(header(context.pinning.description, server.kind))
     if args.servers > 1:
         log("with several server processes GET /stats reaches one of them: echoes are counted by the generator only")
-    results = []
-    try:
-        for variant in args.variants:
-            log(
-                f"{NAME}, {variant}: {args.connections} connections at {args.spawn_rate:g}/s, one echo every "
-                f"{args.interval:g} s, {args.settle:g} s settle + {args.hold:g} s hold window"
-            )
-            wait_server_idle(server, timeout=120.0)
-            try:
-                result = _run_variant(variant, server, args, context)
-            except RuntimeError as exc:
-                log(f"{variant} FAILED: {exc}")
-                result = {"variant": variant, "error": str(exc)}
-            results.append(result)
-    finally:
-        server.stop()
-    print_table(
-        f"hold-10k: {args.connections:,} connections, one {args.size}-byte echo every {args.interval:g} s each, "
-        f"{args.hold:g} s hold window",
-        COLUMNS,
-        results,
-        NOTES + _verdict(results),
+    detail = (
+        f"{args.connections} connections at {args.spawn_rate:g}/s, one echo every {args.interval:g} s, "
+        f"{args.settle:g} s settle + {args.hold:g} s hold window"
     )
-    emit_results(NAME, results)
-    return results
+    results = run_variants(NAME, detail, server, _run_variant, args, context, idle_timeout=120.0)
+    title = (
+        f"hold-10k: {args.connections:,} connections, one {args.size}-byte echo every {args.interval:g} s each, "
+        f"{args.hold:g} s hold window"
+    )
+    return report(NAME, title, COLUMNS, results, NOTES + _verdict(results))
 
 
 COLUMNS = (
-    Column("variant", "variant", "str"),
+    VARIANT_COLUMN,
     Column("open", "connections_open"),
     Column("failed", "connects_failed"),
     Column("ramp s", "ramp_s", "f1"),

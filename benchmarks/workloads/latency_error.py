@@ -24,9 +24,9 @@ import time
 from typing import Any
 
 from ..generators import Generator, locust_command, locust_percentile
-from ..measure import Context, wait_server_idle
+from ..measure import Context, run_variants
 from ..processes import busy_seconds, log
-from ..report import Column, emit_results, header, percentile_columns, print_table, rounded
+from ..report import VARIANT_COLUMN, Column, header, percentile_columns, report, rounded
 from ..servers import Server, start_server
 
 __all__ = ["add_arguments", "run"]
@@ -60,36 +60,24 @@ def run(args: argparse.Namespace, context: Context) -> list[dict[str, Any]]:
             "latency-error needs the Node.js server (node and npm): it holds echoes and records the truth"
         )
     print(header(context.pinning.description, server.kind))
-    results = []
-    try:
-        for variant in args.variants:
-            log(
-                f"{NAME}, {variant}: {args.connections} connections, an echo every {args.interval:g} s each, "
-                f"held {args.hold_ms:g} ms by the server, for {args.duration:g} s"
-            )
-            wait_server_idle(server)
-            server.reset_latency()
-            try:
-                result = _run_variant(variant, server, args, context)
-            except RuntimeError as exc:
-                log(f"{variant} FAILED: {exc}")
-                result = {"variant": variant, "error": str(exc)}
-            results.append(result)
-    finally:
-        server.stop()
-    print_table(
+    detail = (
+        f"{args.connections} connections, an echo every {args.interval:g} s each, held {args.hold_ms:g} ms by the "
+        f"server, for {args.duration:g} s"
+    )
+    results = run_variants(NAME, detail, server, _run_variant, args, context, reset_latency=True)
+    return report(
+        NAME,
         f"latency-error: {args.connections} connections x 1 echo / {args.interval:g} s, server holds each echo "
         f"{args.hold_ms:g} ms; echo latency in ms",
         COLUMNS,
-        [{**result, "exact_errors": _exact_errors(result)} for result in results],
+        results,
         NOTES + _verdict(results),
+        rows=[{**result, "exact_errors": _exact_errors(result)} for result in results],
     )
-    emit_results(NAME, results)
-    return results
 
 
 COLUMNS = (
-    Column("variant", "variant", "str"),
+    VARIANT_COLUMN,
     Column("echoes", "echoes"),
     Column("srv msgs", "server_messages"),
     *percentile_columns("", "client"),

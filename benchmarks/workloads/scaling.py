@@ -29,9 +29,9 @@ import time
 from typing import Any
 
 from ..generators import Generator, locust_command, pin_processes
-from ..measure import Context, wait_server_idle, window_figures
+from ..measure import Context, attempt, wait_server_idle, window_figures
 from ..processes import Pinning, log, wait_until
-from ..report import Column, emit_results, header, print_table, ratio
+from ..report import Column, header, ratio, report
 from ..servers import Server, start_server
 
 __all__ = ["add_arguments", "run"]
@@ -67,25 +67,20 @@ def run(args: argparse.Namespace, context: Context) -> list[dict[str, Any]]:
             for processes in (1, 2):
                 log(f"{NAME}, {layout}: --processes {processes}, {args.connections} connections closed loop")
                 wait_server_idle(server)
-                try:
-                    result = _run_once(layout, processes, server, args, context)
-                except RuntimeError as exc:
-                    log(f"{layout} x{processes} FAILED: {exc}")
-                    result = {"variant": f"{layout} x{processes}", "error": str(exc)}
+                result = attempt(f"{layout} x{processes}", _run_once, layout, processes, server, args, context)
                 layout_results.append(result)
             _add_efficiency(layout_results)
             results.extend(layout_results)
         finally:
             server.stop()
-    print_table(
+    return report(
+        NAME,
         f"scaling: wslocust-user closed-loop echo, {args.connections} connections, 1 vs 2 worker processes, "
         f"{args.duration:g} s window",
         COLUMNS,
         results,
         NOTES + _verdict(results),
     )
-    emit_results(NAME, results)
-    return results
 
 
 COLUMNS = (

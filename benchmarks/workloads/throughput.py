@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ..generators import ALL_VARIANTS, Generator, echo_clients_command, locust_command
-from ..measure import Context, cross_check, wait_server_idle, window_figures
+from ..measure import Context, attempt, cross_check, wait_server_idle, window_figures
 from ..processes import log
 from ..profiling import finish_profiler, start_profiler
-from ..report import Column, emit_results, header, print_table, ratio
+from ..report import VARIANT_COLUMN, Column, header, ratio, report
 from ..servers import Server, start_server
 
 __all__ = ["add_arguments", "run"]
@@ -70,11 +70,7 @@ def run(args: argparse.Namespace, context: Context) -> list[dict[str, Any]]:
                     f"{args.size}-byte messages, {args.warmup:g} s warm-up + {args.duration:g} s window"
                 )
                 wait_server_idle(server)
-                try:
-                    result = _run_variant(variant, server, args, context)
-                except RuntimeError as exc:
-                    log(f"{variant} FAILED: {exc}")
-                    result = {"variant": variant, "error": str(exc)}
+                result = attempt(variant, _run_variant, variant, server, args, context)
                 result["round"] = round_number
                 round_results.append(result)
             _add_ratios(round_results)
@@ -83,19 +79,19 @@ def run(args: argparse.Namespace, context: Context) -> list[dict[str, Any]]:
         server.stop()
     rows = _summarize(results, args.variants)
     rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
-    print_table(
+    return report(
+        NAME,
         f"throughput: closed-loop echo, {args.connections} connections, {args.size}-byte text messages, "
         f"{args.duration:g} s window{rounds}",
         COLUMNS,
-        rows,
+        results,
         NOTES + _verdict(rows),
+        rows=rows,
     )
-    emit_results(NAME, results)
-    return results
 
 
 COLUMNS = (
-    Column("variant", "variant", "str"),
+    VARIANT_COLUMN,
     Column("msgs/s", "server_msgs_per_s"),
     Column("echoes/s", "generator_echoes_per_s"),
     Column("fails", "generator_failures"),

@@ -7,7 +7,7 @@ there: it holds the server's side). A process asked for more users than its
 ``RLIMIT_NOFILE`` allows would open connections until ``accept``/``socket``
 fail with EMFILE, one failure per user and per retry. So the run is checked
 where the number of users per process is known, after
-:mod:`wslocust.integration.plugin` has raised the soft limit to the hard limit:
+:func:`raise_open_files_limit` has raised the soft limit to the hard limit:
 
 - at start, for headless runs (``-u``, or the largest stage of a
   :class:`~wslocust.integration.shapes.Stages` shape), in the single process or, with
@@ -33,20 +33,32 @@ import logging
 import math
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gevent
-from locust import events
-from locust.runners import STATE_INIT, STATE_MISSING, STATE_STOPPED, MasterRunner, WorkerRunner
+from locust.runners import STATE_INIT, STATE_MISSING, STATE_STOPPED, MasterRunner
+
+from wslocust.exceptions import ConfigurationError
+from wslocust.integration.shapes import Stages
+from wslocust.integration.startup import stop_at_start
+from wslocust.run.state import RunState, run_state
 
 __all__ = [
     "HEADROOM",
     "OPEN_FILES_MESSAGE",
     "Capacity",
+    "StartGuard",
+    "check_at_start",
+    "open_files_limit",
+    "open_files_report",
     "own_capacity",
+    "raise_open_files_limit",
+    "receive_open_files",
     "refusal",
     "requested_at_start",
+    "swarm_refusal",
 ]
 
 logger = logging.getLogger("wslocust")
@@ -82,6 +94,20 @@ class Capacity:
         return users * self.per_user + HEADROOM
 
 
+def raise_open_files_limit() -> None:
+    """Raise this process's open-files soft limit to its hard limit (at most 2**20 when unlimited)."""
+    # Locust raises the soft limit only to 10,000; a WebSocket run needs one
+    # descriptor per connection, so take everything the hard limit allows.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1_048_576
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            logger.warning("could not raise the open-files limit from %d to %d", soft, hard)
+
+
 def open_files_limit() -> int:
     """This process's open-files soft limit; an unlimited one counts as 2**31."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -90,7 +116,7 @@ def open_files_limit() -> int:
 
 def own_capacity(environment: Any) -> Capacity:
     """This process's capacity: two descriptors per user when it runs users and the embedded server."""
-    serves_itself = getattr(environment, "ws_embedded_server", None) is not None and not isinstance(
+    serves_itself = run_state(environment).embedded_server is not None and not isinstance(
         environment.runner, MasterRunner
     )
     return Capacity(open_files_limit(), 2 if serves_itself else 1)
@@ -105,8 +131,6 @@ def requested_at_start(environment: Any) -> int | None:
     stage of a :class:`~wslocust.integration.shapes.Stages` shape, or ``-u``. None when only
     later swarms will tell (the web UI, other shapes).
     """
-    from wslocust.integration.shapes import Stages
-
     options = environment.parsed_options
     if options is None or not (getattr(options, "headless", False) or getattr(options, "autostart", False)):
         return None  # the web UI's start form may still change the numbers
@@ -120,12 +144,10 @@ def requested_at_start(environment: Any) -> int | None:
 
 
 def _shape_maximum(shape: Any) -> int | None:
-    from wslocust.exceptions import ConfigurationError
-
     try:
         return max(users for users, _ in shape.plan().ticks)
     except ConfigurationError:
-        return None  # reported by wslocust.integration.settings at start, or at the shape's first tick
+        return None  # reported by the shape's check at start, or at the shape's first tick
 
 
 # The check ---------------------------------------------------------------------------
@@ -149,7 +171,7 @@ def refusal(environment: Any, users: int, *, forked_workers: int | None = None) 
             return None
         return _single_process_line(users, capacity)
     own = own_capacity(environment)
-    if getattr(environment, "ws_embedded_server", None) is not None and users > own.users:
+    if run_state(environment).embedded_server is not None and users > own.users:
         return _embedded_server_line(users, own)
     if forked_workers:
         workers = {f"worker {index}": own for index in range(forked_workers)}
@@ -165,20 +187,28 @@ def refusal(environment: Any, users: int, *, forked_workers: int | None = None) 
 
 
 def _worker_capacities(environment: Any, runner: MasterRunner) -> dict[str, Capacity]:
-    reported: dict[str, int] = getattr(environment, "ws_worker_open_files", {})
+    workers = run_state(environment).workers
     present = [node.id for node in runner.clients.values() if node.state != STATE_MISSING]
+
+    def limit(client_id: str) -> int | None:
+        view = workers.get(client_id)
+        return view.open_files if view is not None else None
+
+    def connected_at(client_id: str, now: float) -> float:
+        view = workers.get(client_id)
+        return view.connected_at if view is not None and view.connected_at is not None else now
+
     # A worker reports right after it connects: give a worker that has just done so a moment
     # (only that one: a report lost to a race must not delay every later start).
-    connected: dict[str, float] = getattr(environment, "ws_worker_connected_at", {})
     now = time.monotonic()
-    awaited = [cid for cid in present if cid not in reported and now - connected.get(cid, now) < _REPORT_WAIT]
+    awaited = [cid for cid in present if limit(cid) is None and now - connected_at(cid, now) < _REPORT_WAIT]
     deadline = now + _REPORT_WAIT
-    while any(cid not in reported for cid in awaited) and time.monotonic() < deadline:
+    while any(limit(cid) is None for cid in awaited) and time.monotonic() < deadline:
         gevent.sleep(0.05)
     return {
-        f"worker {client_id} (index {runner.worker_indexes.get(client_id)})": Capacity(reported[client_id])
+        f"worker {client_id} (index {runner.worker_indexes.get(client_id)})": Capacity(found)
         for client_id in present
-        if client_id in reported
+        if (found := limit(client_id)) is not None
     }
 
 
@@ -227,9 +257,8 @@ def _processes_needed(users: int, capacity: Capacity) -> int:
 # Where the run asks ----------------------------------------------------------------------
 
 
-def _check_at_start(environment: Any) -> None:
-    from wslocust.integration.settings import stop_at_start
-
+def check_at_start(environment: Any) -> None:
+    """Exit with one line when the users a headless run will ask for cannot fit (see :func:`requested_at_start`)."""
     users = requested_at_start(environment)
     if users is None:
         return
@@ -245,22 +274,30 @@ def _forked_workers(environment: Any) -> int | None:
     return getattr(environment.parsed_options, "processes", None) or None
 
 
-def _guard_start(environment: Any, runner: Any) -> None:
-    """Make ``runner.start`` refuse users that cannot fit: shape ticks, swarms, rebalancing."""
-    locust_start = runner.start
-    reported: set[str] = set()
+class StartGuard:
+    """
+    Refuses starts of users that cannot fit: shape ticks, swarms, rebalancing.
 
-    def start(user_count: int, spawn_rate: float, *args: Any, **kwargs: Any) -> None:
-        from wslocust.integration.shapes import Stages
+    :meth:`admit` is the ``admit`` of
+    :func:`wslocust.locust_compat.wrap_runner_start`.
+    """
 
+    def __init__(self, environment: Any, runner: Any) -> None:
+        self._environment = environment
+        self._runner = runner
+        self._reported: set[str] = set()
+
+    def admit(self, user_count: int, spawn_rate: float) -> bool:
+        """True when ``user_count`` users fit; else say why once, and stop the run or the shape as it asks."""
+        environment, runner = self._environment, self._runner
         users = user_count
         if isinstance(environment.shape_class, Stages):
             users = max(users, _shape_maximum(environment.shape_class) or 0)
         line = refusal(environment, users, forked_workers=_forked_workers(environment))
         if line is None:
-            return locust_start(user_count, spawn_rate, *args, **kwargs)
-        if line not in reported:  # a shape asks again at every tick: say it once
-            reported.add(line)
+            return True
+        if line not in self._reported:  # a shape asks again at every tick: say it once
+            self._reported.add(line)
             logger.error("%s", line)
         options = environment.parsed_options
         first = runner.state in (STATE_INIT, STATE_STOPPED)
@@ -269,54 +306,31 @@ def _guard_start(environment: Any, runner: Any) -> None:
             gevent.spawn(runner.quit)
         elif environment.shape_class is not None:
             gevent.spawn(runner.stop)  # rather than run part of the shape; in a new greenlet: stop() kills the shape's
-        return None
-
-    runner.start = start  # type: ignore[method-assign]
+        return False
 
 
-def _refuse_swarms(environment: Any, web_ui: Any) -> None:
-    """Answer a ``POST /swarm`` that cannot fit with ``success: false`` and the reason."""
-    from flask import jsonify, request
+def swarm_refusal(environment: Any) -> Callable[[int], str | None]:
+    """
+    Why a web UI swarm of N users cannot fit, logged, or None: the ``refusal`` of
+    :func:`wslocust.locust_compat.refuse_swarms`.
+    """
 
-    def check_swarm() -> Any:
-        if request.method != "POST" or request.endpoint != "locust.swarm" or environment.shape_class is not None:
+    def refuse(users: int) -> str | None:
+        if environment.shape_class is not None:
             return None  # a shape's users are checked at its first tick
-        try:
-            users = int(request.form.get("user_count", ""))
-        except ValueError:
-            return None  # Locust answers that itself
         line = refusal(environment, users)
-        if line is None:
-            return None
-        logger.error("%s", line)
-        return jsonify({"success": False, "message": line, "host": environment.host})
+        if line is not None:
+            logger.error("%s", line)
+        return line
 
-    web_ui.app.before_request(check_swarm)
-
-
-def _receive_open_files(environment: Any, msg: Any, **_: Any) -> None:
-    if not hasattr(environment, "ws_worker_open_files"):
-        environment.ws_worker_open_files = {}
-    environment.ws_worker_open_files[msg.node_id] = int(msg.data["limit"])
+    return refuse
 
 
-@events.init.add_listener
-def _on_init(environment: Any, web_ui: Any = None, **_: Any) -> None:
-    # Registered after wslocust.integration.plugin's listener: the limit is raised and the embedded server started.
-    runner = environment.runner
-    if runner is None:
-        return
-    if isinstance(runner, WorkerRunner):
-        runner.send_message(OPEN_FILES_MESSAGE, {"limit": open_files_limit()})
-        return
-    if isinstance(runner, MasterRunner):
-        runner.register_message(OPEN_FILES_MESSAGE, _receive_open_files)
-        environment.ws_worker_connected_at = {}
-        environment.events.worker_connect.add_listener(
-            lambda client_id, **_: environment.ws_worker_connected_at.__setitem__(client_id, time.monotonic())
-        )
-    if environment.parsed_options is not None:
-        _check_at_start(environment)
-    _guard_start(environment, runner)
-    if web_ui is not None:
-        _refuse_swarms(environment, web_ui)
+def receive_open_files(state: RunState, client_id: str, data: dict[str, Any]) -> None:
+    """On a master: take a worker's open-files limit (:data:`OPEN_FILES_MESSAGE`)."""
+    state.worker(client_id).open_files = int(data["limit"])
+
+
+def open_files_report() -> dict[str, int]:
+    """What a worker sends its master in :data:`OPEN_FILES_MESSAGE` when it starts."""
+    return {"limit": open_files_limit()}

@@ -7,8 +7,9 @@ to whole milliseconds. A WebSocket echo on a LAN or on loopback takes a few
 hundred microseconds, so its median comes out as 0 or 1 and every percentile
 below 10 ms has one significant digit at best.
 
-:func:`install` replaces that function (Locust documents it as replaceable)
-with one that keeps two significant digits below 10 ms (0.37, 0.052, 4.1),
+:func:`install` replaces that function (Locust documents it as replaceable,
+see :func:`wslocust.locust_compat.patch_response_times`) with
+:func:`bucket_response_time`, which keeps two significant digits below 10 ms (0.37, 0.052, 4.1),
 tenths of a millisecond from 10 to 100 ms (50.3: the error of a 50 ms echo
 stays below 0.05 ms instead of Locust's 0.5) and rounds exactly as Locust does
 from 100 ms up, so the histogram sent from the workers grows by at most 90 keys
@@ -25,24 +26,21 @@ import math
 from typing import Any
 
 import locust.stats
-from locust import events
 from locust.stats import StatsCSV, StatsEntry
 
 from wslocust.formatting import FINE_BELOW_MS, TENTHS_BELOW_MS, format_ms
+from wslocust.locust_compat import (
+    locust_bucket_response_time,
+    locust_to_dict,
+    patch_response_times,
+    restore_response_times,
+)
 
 __all__ = ["bucket_response_time", "install", "installed", "uninstall"]
 
 _SMALLEST_MS = 0.001
 """One microsecond: the finest bucket."""
 
-_original_bucket = locust.stats.bucket_response_time
-_original_to_dict = StatsEntry.to_dict
-_originals = {
-    (StatsEntry, "to_string"): StatsEntry.to_string,
-    (StatsEntry, "percentile"): StatsEntry.percentile,
-    (StatsEntry, "to_dict"): StatsEntry.to_dict,
-    (StatsCSV, "_percentile_fields"): StatsCSV._percentile_fields,
-}
 _installed = False
 
 
@@ -57,7 +55,7 @@ def bucket_response_time(response_time: float) -> int | float:
     same key, on any worker.
     """
     if response_time >= TENTHS_BELOW_MS:
-        return _original_bucket(response_time)
+        return locust_bucket_response_time(response_time)
     if response_time >= FINE_BELOW_MS:
         return round(response_time, 1)
     if response_time <= 0:
@@ -68,29 +66,21 @@ def bucket_response_time(response_time: float) -> int | float:
     return round(response_time, min(digits, 3))
 
 
+# What prints response times, with their decimals -------------------------------------------
+# Copies of Locust's methods (column for column), installed by patch_response_times; the Locust
+# names they read are in wslocust.locust_compat.PATCHED, under "patch_response_times".
+
+
 def _display_ms(value: float | None) -> float | int:
     """A response time as a number for JSON and CSV: ints from 100 ms up, tenths from 10 ms, else 3 decimals."""
     if not value:
         return 0
-    if value >= TENTHS_BELOW_MS:
-        return round(value)
-    if value >= FINE_BELOW_MS:
-        return round(value, 1)
-    return round(value, 3)
-
-
-# Replacements of Locust's printing ------------------------------------------------
+    return round(value) if value >= TENTHS_BELOW_MS else round(value, 1 if value >= FINE_BELOW_MS else 3)
 
 
 def _to_string(self: StatsEntry, current: bool = True) -> str:
-    # StatsEntry.to_string with the four response-time columns formatted by
-    # format_ms instead of "%7d"; the layout is Locust's, column for column.
-    if current:
-        rps = self.current_rps
-        fail_per_sec = self.current_fail_per_sec
-    else:
-        rps = self.total_rps
-        fail_per_sec = self.total_fail_per_sec
+    # StatsEntry.to_string with the four response-time columns formatted by format_ms instead of "%7d".
+    rps, fails = (self.current_rps, self.current_fail_per_sec) if current else (self.total_rps, self.total_fail_per_sec)
     type_width = locust.stats.STATS_TYPE_WIDTH
     name_width = (locust.stats.STATS_NAME_WIDTH - type_width) + 4
     return (f"%-{type_width}s %-{name_width}s %7d %12s |%7s %7s %7s%7s | %7.2f %11.2f") % (
@@ -98,12 +88,10 @@ def _to_string(self: StatsEntry, current: bool = True) -> str:
         self.name,
         self.num_requests,
         f"{self.num_failures}({self.fail_ratio * 100:.2f}%)",
-        format_ms(self.avg_response_time),
-        format_ms(self.min_response_time),
-        format_ms(self.max_response_time),
+        *map(format_ms, (self.avg_response_time, self.min_response_time, self.max_response_time)),
         format_ms(self.median_response_time),
         rps or 0,
-        fail_per_sec or 0,
+        fails or 0,
     )
 
 
@@ -112,10 +100,8 @@ def _percentile(self: StatsEntry) -> str:
     if not self.num_requests:
         raise ValueError("Can't calculate percentile on url with no successful requests")
     percentiles = locust.stats.PERCENTILES_TO_REPORT
-    template = f"%-{locust.stats.STATS_TYPE_WIDTH}s %-{locust.stats.STATS_NAME_WIDTH}s %8s " + " ".join(
-        ["%6s"] * len(percentiles)
-    )
-    return template % (
+    widths = f"%-{locust.stats.STATS_TYPE_WIDTH}s %-{locust.stats.STATS_NAME_WIDTH}s %8s "
+    return (widths + " ".join(["%6s"] * len(percentiles))) % (
         self.method or "",
         self.name,
         *(format_ms(self.get_response_time_percentile(p)) for p in percentiles),
@@ -125,7 +111,7 @@ def _percentile(self: StatsEntry) -> str:
 
 def _to_dict(self: StatsEntry, escape_string_values: bool = False) -> dict[str, Any]:
     # The web UI's table: Locust rounds min and max to whole milliseconds.
-    data = _original_to_dict(self, escape_string_values)
+    data: dict[str, Any] = locust_to_dict(self, escape_string_values)
     data["min_response_time"] = _display_ms(self.min_response_time)
     data["max_response_time"] = _display_ms(self.max_response_time)
     return data
@@ -135,45 +121,38 @@ def _percentile_fields(self: StatsCSV, stats_entry: StatsEntry, use_current: boo
     # StatsCSV._percentile_fields without the int() that turns 0.37 into 0.
     if not stats_entry.num_requests:
         return self.percentiles_na
-    if use_current and stats_entry.use_response_times_cache:
-        values = [stats_entry.get_current_response_time_percentile(p) for p in self.percentiles_to_report]
-    else:
-        values = [stats_entry.get_response_time_percentile(p) for p in self.percentiles_to_report]
-    return [_display_ms(value) for value in values]
+    current = use_current and stats_entry.use_response_times_cache
+    get = stats_entry.get_current_response_time_percentile if current else stats_entry.get_response_time_percentile
+    return [_display_ms(get(p)) for p in self.percentiles_to_report]
 
 
 def install() -> None:
     """
     Install the finer bucketing and the printing that shows it, in this
     process. Idempotent. Every process of a run must do it before its first
-    request (wslocust does it on Locust's ``init`` event): a worker's
+    request (:mod:`wslocust.wiring` does it at Locust's ``init``): a worker's
     histogram keys are made where requests are logged, and the master prints.
     """
     global _installed
     if _installed:
         return
-    locust.stats.bucket_response_time = bucket_response_time  # type: ignore[assignment]
-    StatsEntry.to_string = _to_string  # type: ignore[method-assign]
-    StatsEntry.percentile = _percentile  # type: ignore[method-assign]
-    StatsEntry.to_dict = _to_dict  # type: ignore[method-assign]
-    StatsCSV._percentile_fields = _percentile_fields  # type: ignore[method-assign]
+    patch_response_times(
+        bucket_response_time,
+        to_string=_to_string,
+        percentile=_percentile,
+        to_dict=_to_dict,
+        percentile_fields=_percentile_fields,
+    )
     _installed = True
 
 
 def uninstall() -> None:
     """Put Locust's own bucketing and printing back (for tests)."""
     global _installed
-    locust.stats.bucket_response_time = _original_bucket
-    for (cls, name), original in _originals.items():
-        setattr(cls, name, original)
+    restore_response_times()
     _installed = False
 
 
 def installed() -> bool:
     """True once :func:`install` ran in this process."""
     return _installed
-
-
-@events.init.add_listener
-def _on_init(**_: Any) -> None:
-    install()

@@ -4,19 +4,22 @@ tab, ``GET /ws/stats``, ``/ws/metrics``, the terminal monitor, the headless
 console lines, the CSV files and the thresholds.
 
 Every generator process (a worker, or the single process of a local run) is
-a *node*. Each node keeps:
+a *node* (:class:`~wslocust.reporting.nodes.Node`). Each node keeps:
 
-* its :class:`~wslocust.run.counters.WsCounters` (``wslocust.integration.plugin`` ships them
-  under :data:`~wslocust.run.counters.REPORT_KEY`);
-* its errors by category (:func:`classify_error`), counted from Locust's own
-  error table at each report, so that no request pays for it;
+* its :class:`~wslocust.run.counters.WsCounters`;
+* its errors by category (:func:`~wslocust.reporting.errors.classify_error`),
+  counted from Locust's own error table at each report, so that no request
+  pays for it;
 * the round-trip percentiles of the requests it logged since its last report,
   read from its Locust statistics just before Locust resets them;
 * a :class:`~wslocust.reporting.system.SystemSample` of its process and host.
 
-A worker sends all but the counters under :data:`NODE_KEY` in each Locust
-worker report. Every count is a total since the process started, never a
-delta, so a lost report loses nothing and a dead worker's history stays
+A worker sends its counters and :meth:`Live.node_report` together, under the
+one key :data:`~wslocust.run.state.REPORT_KEY` of each Locust worker report
+(:func:`~wslocust.run.state.worker_report`); the master keeps the latest in
+the worker's :class:`~wslocust.run.state.WorkerView` and hands the view to
+:meth:`Live.receive`. Every count is a total since the process started, never
+a delta, so a lost report loses nothing and a dead worker's history stays
 counted. The master keeps each node's recent reports and derives per-second
 rates from them with the node's own clock. Totals add up over every node
 ever seen; gauges (open, connecting, ...) and rates only over the workers
@@ -25,289 +28,33 @@ of every node's totals, which the figures subtract.
 
 Aggregated latency comes from the master's Locust statistics (the same
 histograms as Locust's tables), percentiles over a sliding window of about
-ten seconds.
+ten seconds (:mod:`wslocust.reporting.latency`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field, fields
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
-from locust import events
-from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
-from locust.stats import (
-    CURRENT_RESPONSE_TIME_PERCENTILE_WINDOW,
-    RequestStats,
-    StatsEntry,
-    calculate_response_time_percentile,
-    diff_response_time_dicts,
-)
+from locust.runners import STATE_MISSING, MasterRunner
 
-from wslocust.exceptions import (
-    ConnectError,
-    ConnectionClosed,
-    ConnectionRefused,
-    ConnectTimeout,
-    DNSError,
-    HandshakeError,
-    PingTimeout,
-    ProtocolError,
-    ReceiveTimeout,
-    TLSError,
-)
-from wslocust.integration import plugin
+from wslocust.reporting.errors import ErrorHarvester, merge_counts
+from wslocust.reporting.latency import latency
+from wslocust.reporting.nodes import GAUGES, RATES, TOTALS, Node, per_1k, rounded, system_view
 from wslocust.reporting.system import SAMPLE_INTERVAL, SystemSample, SystemSampler
-from wslocust.run.counters import REPORT_KEY, WsCounters
+from wslocust.run.counters import WsCounters
+from wslocust.run.state import WorkerView, run_state
 
-__all__ = [
-    "GAUGES",
-    "NODE_KEY",
-    "NOT_ROUND_TRIPS",
-    "RATES",
-    "TOTALS",
-    "Live",
-    "Node",
-    "classify_error",
-    "current_environment",
-    "get",
-    "latency",
-    "merge_counts",
-]
+__all__ = ["MAX_SAMPLES", "Live", "tick_forever"]
 
 logger = logging.getLogger("wslocust")
 
-NODE_KEY = "wslocust_node"
-"""Our second key in Locust's worker report (the counters travel under ``REPORT_KEY``)."""
-
-GAUGES = ("open", "connecting", "reconnecting", "failed")
-"""Counter fields that say how many users are in a state now."""
-TOTALS = tuple(f.name for f in fields(WsCounters) if f.name not in GAUGES)
-"""Counter fields that only grow."""
-RATES = (
-    "messages_sent",
-    "messages_received",
-    "unsolicited_received",
-    "bytes_sent",
-    "bytes_received",
-    "connects_succeeded",
-    "connects_failed",
-    "disconnects",
-)
-"""Totals also shown per second."""
-
-NOT_ROUND_TRIPS = frozenset({"connect", "reconnect", "disconnect", "send", "ping"})
-"""Request names that are not message round trips; every other ``WS`` name is one."""
-
-RATE_WINDOW = 3.0
-"""Seconds over which per-second rates are taken (workers report every 3 s)."""
-STALE_AFTER = 10.0
-"""A node not heard from for this long counts no rate."""
 MAX_SAMPLES = 100_000
 """Run samples kept for the steady-state figures; older ones are thinned out beyond this."""
-
-
-# Error categories ---------------------------------------------------------------
-
-
-def classify_error(error: object) -> str:
-    """
-    The category of a failed request's exception: ``refused``, ``dns``,
-    ``tls``, ``connect``, ``connect_timeout``, ``handshake_<status>``,
-    ``protocol``, ``reply_timeout``, ``ping_timeout``, ``closed_<code>``
-    (``closed_1006``: lost without a close frame), else the exception's class
-    name.
-    """
-    if isinstance(error, DNSError):
-        return "dns"
-    if isinstance(error, ConnectionRefused):
-        return "refused"
-    if isinstance(error, TLSError):
-        return "tls"
-    if isinstance(error, ConnectError):
-        return "connect"
-    if isinstance(error, ConnectTimeout):
-        return "connect_timeout"
-    if isinstance(error, HandshakeError):
-        return f"handshake_{error.status}" if error.status else "handshake"
-    if isinstance(error, ProtocolError):
-        return "protocol"
-    if isinstance(error, PingTimeout):
-        return "ping_timeout"
-    if isinstance(error, ReceiveTimeout):
-        return "reply_timeout"
-    if isinstance(error, ConnectionClosed):
-        return f"closed_{error.code}"
-    if isinstance(error, str):  # a master's copy of a worker's error
-        return error.split("(", 1)[0] or "other"
-    return type(error).__name__ if error is not None else "other"
-
-
-def merge_counts(*counts: dict[str, int]) -> dict[str, int]:
-    """Add category counts key by key (associative and commutative)."""
-    total: Counter[str] = Counter()
-    for count in counts:
-        total.update(count)
-    return dict(total)
-
-
-class _ErrorHarvester:
-    """Counts the errors of Locust's error table by category, each occurrence once."""
-
-    def __init__(self) -> None:
-        self.categories: Counter[str] = Counter()
-        self._seen: dict[str, tuple[Any, int]] = {}
-
-    def harvest(self, stats: RequestStats) -> None:
-        seen = {}
-        for key, error in list(stats.errors.items()):
-            previous = self._seen.get(key)
-            counted = previous[1] if previous is not None and previous[0] is error else 0
-            if error.occurrences > counted:
-                self.categories[classify_error(error.error)] += error.occurrences - counted
-            seen[key] = (error, error.occurrences)
-        # Locust empties the table after each worker report: forget what is gone.
-        self._seen = seen
-
-
-# Latency -------------------------------------------------------------------------
-
-
-def _histogram(entry: StatsEntry, window: bool) -> tuple[dict[Any, int], int]:
-    """The entry's response times: over Locust's sliding window when asked and available."""
-    count = entry.num_requests - entry.num_none_requests
-    cache = entry.response_times_cache if window and entry.use_response_times_cache else None
-    if cache:
-        # The same choice of cached second as StatsEntry.get_current_response_time_percentile.
-        now = time.time()
-        first = int(now) - CURRENT_RESPONSE_TIME_PERCENTILE_WINDOW
-        for ts in [first, *(first + sign * i for i in range(1, 9) for sign in (-1, 1))]:
-            cached = cache.get(ts)
-            if cached is not None:
-                return (
-                    diff_response_time_dicts(entry.response_times, cached.response_times),
-                    count - (cached.num_requests - cached.num_none_requests),
-                )
-        # Locust caches a second only when requests come in: none cached in the window
-        # means none came for a while (the window is empty), unless the entry is brand new.
-        if (entry.last_request_timestamp or 0) < now - 2:
-            return {}, 0
-    return dict(entry.response_times), count
-
-
-def _percentiles(histogram: dict[Any, int], count: int) -> dict[str, float | None]:
-    if count <= 0:
-        return {"p50": None, "p95": None, "p99": None}
-    return {
-        f"p{round(p * 100)}": _number(calculate_response_time_percentile(histogram, count, p))
-        for p in (0.5, 0.95, 0.99)
-    }
-
-
-def latency(stats: RequestStats, window: bool) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
-    """Per request name, and for all round trips together: count, percentiles, average, max."""
-    names: dict[str, dict[str, Any]] = {}
-    merged: Counter[Any] = Counter()
-    merged_count = 0
-    total_time = 0.0
-    timed = 0
-    peak = 0.0
-    for entry in list(stats.entries.values()):
-        if entry.method != "WS":
-            continue
-        histogram, count = _histogram(entry, window)
-        names[entry.name] = {
-            "requests": entry.num_requests,
-            "failures": entry.num_failures,
-            "rps": _number(entry.current_rps) if window else None,
-            **_percentiles(histogram, count),
-            "avg": _number(entry.avg_response_time),
-            "max": _number(entry.max_response_time),
-        }
-        if entry.name not in NOT_ROUND_TRIPS:
-            merged.update(histogram)
-            merged_count += count
-            total_time += entry.total_response_time
-            timed += entry.num_requests - entry.num_none_requests
-            peak = max(peak, entry.max_response_time)
-    if not timed:
-        return names, None
-    round_trip = {
-        "requests": timed,
-        **_percentiles(merged, merged_count),
-        "avg": _number(total_time / timed),
-        "max": _number(peak),
-    }
-    return names, round_trip
-
-
-def _number(value: float | None, digits: int = 3) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    return round(value, digits) if math.isfinite(value) else None
-
-
-# Nodes ---------------------------------------------------------------------------
-
-
-@dataclass
-class Node:
-    """What the master knows of one generator process."""
-
-    id: str
-    name: str
-    index: int = 0
-    """Order among the workers (Locust's worker index)."""
-    counters: WsCounters = field(default_factory=WsCounters)
-    errors: dict[str, int] = field(default_factory=dict)
-    system: SystemSample | None = None
-    round_trip: dict[str, Any] | None = None
-    """Latency of the round trips it logged in its last report interval."""
-    users: int = 0
-    received_at: float = 0.0
-    """When the master got its last report (master's monotonic clock)."""
-    history: deque[tuple[float, dict[str, int]]] = field(default_factory=lambda: deque(maxlen=32))
-    """(node's clock, totals used for rates), oldest first."""
-
-    def update(self, t: float, counters: WsCounters, errors: dict[str, int], received_at: float) -> None:
-        self.counters = counters
-        self.errors = errors
-        self.received_at = received_at
-        values = {name: getattr(counters, name) for name in RATES}
-        values["errors"] = sum(errors.values())
-        if self.history and t <= self.history[-1][0]:
-            self.history.clear()  # the node restarted its clock: rates start over
-        if len(self.history) >= 2 and t - self.history[-2][0] < 0.5:
-            self.history[-1] = (t, values)  # frequent updates (a local run's snapshots) keep the window long
-        else:
-            self.history.append((t, values))
-
-    def rates(self, now: float) -> dict[str, float]:
-        """Per-second rates over about the last :data:`RATE_WINDOW` seconds (zero when stale)."""
-        rates = dict.fromkeys((*RATES, "errors"), 0.0)
-        if len(self.history) < 2 or now - self.received_at > STALE_AFTER:
-            return rates
-        last_t, last = self.history[-1]
-        base_t, base = self.history[0]
-        for t, values in self.history:
-            if t > last_t - RATE_WINDOW * 0.9:
-                break
-            base_t, base = t, values
-        elapsed = last_t - base_t
-        if elapsed <= 0:
-            return rates
-        return {name: max(0.0, (last[name] - base.get(name, 0)) / elapsed) for name in rates}
-
-    def totals(self) -> dict[str, int]:
-        values = {name: getattr(self.counters, name) for name in TOTALS}
-        values["errors"] = sum(self.errors.values())
-        return values
 
 
 @dataclass
@@ -324,7 +71,8 @@ class Live:
     """
     The live metrics of one Locust environment (master or local process).
 
-    Get it with :func:`get`; ``snapshot()`` is what ``GET /ws/stats`` returns.
+    Held by the run state (:attr:`wslocust.run.state.RunState.live`);
+    ``snapshot()`` is what ``GET /ws/stats`` returns.
     """
 
     def __init__(self, environment: Any) -> None:
@@ -339,12 +87,12 @@ class Live:
         self.peak_open = 0
         self.started_at = time.time()
         """Wall time of the last test start or reset."""
-        self._harvester = _ErrorHarvester()
+        self._harvester = ErrorHarvester()
 
     # Node side -------------------------------------------------------------------
 
     def node_report(self) -> dict[str, Any]:
-        """What this process adds to its worker report under :data:`NODE_KEY`."""
+        """What this process adds to its worker report (see :func:`wslocust.run.state.worker_report`)."""
         runner = self.environment.runner
         stats = runner.stats
         self._harvester.harvest(stats)
@@ -361,22 +109,20 @@ class Live:
 
     # Master side -----------------------------------------------------------------
 
-    def receive(self, client_id: str, data: dict[str, Any]) -> None:
-        """Take a worker's report (``worker_report`` event)."""
-        if REPORT_KEY not in data and NODE_KEY not in data:
-            return
-        node = self.nodes.get(client_id)
+    def receive(self, view: WorkerView) -> None:
+        """Take a worker's latest report, from its view in the run state (``worker_report`` event)."""
+        node = self.nodes.get(view.id)
         if node is None:
-            index = self._worker_index(client_id)
-            node = self.nodes[client_id] = Node(client_id, f"worker {index + 1}", index)
+            index = self._worker_index(view.id)
+            node = self.nodes[view.id] = Node(view.id, f"worker {index + 1}", index)
         now = time.monotonic()
-        counters = WsCounters.from_dict(data.get(REPORT_KEY) or {})
-        report = data.get(NODE_KEY) or {}
+        report = view.live
         if "system" in report:
             node.system = SystemSample.from_dict(report["system"])
         node.round_trip = report.get("round_trip")
         node.users = int(report.get("users", node.users))
-        node.update(float(report.get("t", now)), counters, dict(report.get("errors") or {}), now)
+        received_at = view.received_at if view.received_at is not None else now
+        node.update(float(report.get("t", now)), view.counters, dict(report.get("errors") or {}), received_at)
 
     def _worker_index(self, client_id: str) -> int:
         runner = self.environment.runner
@@ -406,7 +152,7 @@ class Live:
         _, node.round_trip = latency(runner.stats, window=True)
         node.users = runner.user_count
         now = time.monotonic()
-        counters = WsCounters().merge(plugin.counters(self.environment))
+        counters = WsCounters().merge(run_state(self.environment).counters)
         node.update(now, counters, dict(self._harvester.categories), now)
 
     def _record_sample(self) -> None:
@@ -490,10 +236,10 @@ class Live:
             "users": node.users,
             "connections": {**gauges, "closed": totals["closed"]},
             "totals": totals,
-            "rates": _rounded(node.rates(now)) if alive else _rounded(dict.fromkeys((*RATES, "errors"), 0.0)),
+            "rates": rounded(node.rates(now)) if alive else rounded(dict.fromkeys((*RATES, "errors"), 0.0)),
             "errors": errors,
             "round_trip": node.round_trip,
-            "system": _system_view(system, gauges["open"]),
+            "system": system_view(system, gauges["open"]),
             "saturated": bool(system and system.saturated),
             "report_age": round(now - node.received_at, 1),
         }
@@ -534,7 +280,7 @@ class Live:
             "connections": {**gauges, "closed": totals_dict["closed"]},
             "peak_open": max(self.peak_open, gauges["open"]),
             "totals": totals_dict,
-            "rates": _rounded(rates),
+            "rates": rounded(rates),
             "errors": errors,
             "error_rate": round(failures / requests, 6) if requests else 0.0,
             "latency": names,
@@ -542,7 +288,7 @@ class Live:
             "system": {
                 "cpu": round(cpu, 1),
                 "rss": sum(s.rss for s in systems),
-                "cpu_per_1k": _per_1k(cpu, gauges["open"]),
+                "cpu_per_1k": per_1k(cpu, gauges["open"]),
             },
             "saturated": bool(saturated),
             "saturated_workers": saturated,
@@ -558,7 +304,7 @@ class Live:
             "aggregate": aggregate,
             "workers": workers,
             "hosts": self._hosts(alive, master),
-            "master": _system_view(master, 0) if master is not None else None,
+            "master": system_view(master, 0) if master is not None else None,
         }
 
     @staticmethod
@@ -604,110 +350,11 @@ class Live:
         }
 
 
-def _per_1k(cpu: float, open_connections: int) -> float | None:
-    return round(cpu / (open_connections / 1000), 2) if open_connections else None
-
-
-def _system_view(system: SystemSample | None, open_connections: int) -> dict[str, Any] | None:
-    if system is None:
-        return None
-    return {
-        "cpu": round(system.cpu, 1),
-        "peak_cpu": round(system.peak_cpu, 1),
-        "rss": system.rss,
-        "fds": system.fds,
-        "cpu_per_1k": _per_1k(system.cpu, open_connections),
-        "saturated": system.saturated,
-        "saturated_seconds": round(system.saturated_seconds, 1),
-    }
-
-
-def _rounded(values: dict[str, float]) -> dict[str, float]:
-    return {name: round(value, 2) for name, value in values.items()}
-
-
-# Wiring --------------------------------------------------------------------------
-
-_current: list[Any] = []
-_ticker: list[gevent.Greenlet] = []
-
-
-def get(environment: Any) -> Live:
-    """The :class:`Live` of ``environment``, created on first use."""
-    found: Live | None = getattr(environment, "ws_live", None)
-    if found is None:
-        found = environment.ws_live = Live(environment)
-    return found
-
-
-def current_environment() -> Any:
-    """The environment of the running Locust process (the last one initialised), or None."""
-    return _current[-1] if _current else None
-
-
-def _tick_forever(live: Live) -> None:
+def tick_forever(live: Live) -> None:
+    """Call :meth:`Live.tick` every :data:`~wslocust.reporting.system.SAMPLE_INTERVAL`; runs in a greenlet."""
     while True:
         gevent.sleep(SAMPLE_INTERVAL)
         try:
             live.tick()
         except Exception:  # a bad sample must not end the sampling
             logger.exception("wslocust: sampling failed")
-
-
-@events.init.add_listener
-def _on_init(environment: Any, **_: Any) -> None:
-    _current.append(environment)
-    live = get(environment)
-    for greenlet in _ticker:
-        greenlet.kill(block=False)
-    _ticker[:] = [gevent.spawn(_tick_forever, live)]
-
-
-def _master_or_local() -> Live | None:
-    environment = current_environment()
-    if environment is None or isinstance(environment.runner, WorkerRunner):
-        return None
-    return get(environment)
-
-
-@events.reset_stats.add_listener
-def _on_reset_stats(**_: Any) -> None:
-    live = _master_or_local()
-    if live is not None:
-        live.reset()
-
-
-@events.test_start.add_listener
-def _on_test_start(**_: Any) -> None:
-    # Locust clears its statistics at each new start; so do we.
-    live = _master_or_local()
-    if live is not None:
-        live.reset()
-
-
-@events.spawning_complete.add_listener
-def _on_spawning_complete(**_: Any) -> None:
-    live = _master_or_local()
-    if live is not None and live.environment.reset_stats:  # --reset-stats, as Locust does
-        live.reset()
-
-
-@events.report_to_master.add_listener
-def _report(client_id: str, data: dict[str, Any], **_: Any) -> None:
-    environment = current_environment()
-    if environment is not None and environment.runner is not None:
-        data[NODE_KEY] = get(environment).node_report()
-
-
-@events.worker_report.add_listener
-def _receive(client_id: str, data: dict[str, Any], **_: Any) -> None:
-    environment = current_environment()
-    if environment is not None:
-        get(environment).receive(client_id, data)
-
-
-@events.quit.add_listener
-def _on_quit(**_: Any) -> None:
-    for greenlet in _ticker:
-        greenlet.kill(block=False)
-    _ticker.clear()

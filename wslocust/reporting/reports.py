@@ -1,7 +1,8 @@
 """
 The WebSocket figures in Locust's text outputs: two lines under each
 periodic statistics table of a headless run, a results block at the end of
-every run, and, with ``--csv PREFIX``, three more CSV files beside Locust's:
+every run, one greppable summary line in the log, and, with ``--csv PREFIX``,
+three more CSV files beside Locust's (written by :mod:`wslocust.reporting.csv_files`):
 
 ``PREFIX_websocket.csv``
     one row for the run (``All``) and one per worker: every counter, rate,
@@ -17,26 +18,26 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import time
-from collections.abc import Callable
-from typing import IO, Any
-
-import gevent
-import locust.stats
-from locust import events
-from locust.runners import WorkerRunner
+from typing import TYPE_CHECKING, Any
 
 from wslocust.formatting import category_label, format_bytes, format_count, format_ms
-from wslocust.reporting import live
-from wslocust.reporting.live import RATES, TOTALS
+from wslocust.reporting.latency import latency
+from wslocust.reporting.nodes import RATES, TOTALS
+from wslocust.run.counters import WsCounters
+
+if TYPE_CHECKING:
+    from wslocust.reporting.live import Live
 
 __all__ = [
     "ROW_COLUMNS",
     "console_lines",
+    "log_summary",
     "node_rows",
     "nodes_csv",
+    "print_console_lines",
+    "print_results",
+    "saturation_warnings",
     "summary_lines",
 ]
 
@@ -267,109 +268,52 @@ def saturation_warnings(snapshot: dict[str, Any]) -> list[str]:
     ]
 
 
-# Wiring ------------------------------------------------------------------------
-
-_original_print_stats = locust.stats.print_stats
+# Printing -----------------------------------------------------------------------
 
 
-def _print_stats_with_websocket(stats: Any, current: bool = True) -> None:
-    _original_print_stats(stats, current)
-    environment = live.current_environment()
-    if current and environment is not None and environment.runner is not None and environment.runner.stats is stats:
-        for line in console_lines(live.get(environment).snapshot()):
+def print_console_lines(live: Live, stats: Any, current: bool) -> None:
+    """Under each periodic table of a headless run (not the final one): the WebSocket lines."""
+    runner = live.environment.runner
+    if current and runner is not None and runner.stats is stats:
+        for line in console_lines(live.snapshot()):
             console.info(line)
         console.info("")
 
 
-class _CsvFiles:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.history: IO[str] = open(f"{prefix}_websocket_history.csv", "w", newline="")  # noqa: SIM115  closed at quit
-        self.history_writer = csv.DictWriter(self.history, ("timestamp", *ROW_COLUMNS))
-        self.history_writer.writeheader()
-
-    def write(self, snapshot: dict[str, Any]) -> None:
-        rows = node_rows(snapshot)
-        _rewrite(f"{self.prefix}_websocket.csv", lambda f: f.write(nodes_csv(snapshot)))
-        errors = snapshot["aggregate"]["errors"]
-
-        def write_errors(f: IO[str]) -> None:
-            writer = csv.writer(f)
-            writer.writerow(("category", "error", "count"))
-            for category, count in sorted(errors.items(), key=lambda item: -item[1]):
-                writer.writerow((category, category_label(category), count))
-
-        _rewrite(f"{self.prefix}_websocket_errors.csv", write_errors)
-        self.history_writer.writerow({"timestamp": int(time.time()), **rows[0]})
-        self.history.flush()
-
-    def close(self) -> None:
-        self.history.close()
-
-
-def _rewrite(path: str, write: Callable[[IO[str]], Any]) -> None:
-    with open(path, "w", newline="") as f:
-        write(f)
-
-
-_csv: list[_CsvFiles] = []
-_writer: list[gevent.Greenlet] = []
-
-
-def _write_csv_forever(files: _CsvFiles, environment: Any) -> None:
-    while True:
-        gevent.sleep(locust.stats.CSV_STATS_INTERVAL_SEC)
-        files.write(live.get(environment).snapshot())
-
-
-@events.init.add_listener
-def _on_init(environment: Any, **_: Any) -> None:
-    if isinstance(environment.runner, WorkerRunner):
-        return
-    locust.stats.print_stats = _print_stats_with_websocket
-    locust.stats.print_stats_json = _print_stats_json
-    locust.stats.save_stats_json = _save_stats_json
-    prefix = getattr(environment.parsed_options, "csv_prefix", None)
-    if prefix:
-        files = _CsvFiles(prefix)
-        _csv[:] = [files]
-        _writer[:] = [gevent.spawn(_write_csv_forever, files, environment)]
-
-
-def _serialized(stats: locust.stats.RequestStats) -> list[dict[str, Any]]:
-    # Locust's serialize_stats() takes each entry's stripped report, which *resets* the entry:
-    # with --json, the final tables, the results block and the thresholds then saw nothing.
-    return [entry.serialize() for entry in stats.entries.values() if entry.num_requests or entry.num_failures]
-
-
-def _print_stats_json(stats: locust.stats.RequestStats) -> None:
-    """Locust's ``print_stats_json``, without emptying the statistics."""
-    print(json.dumps(_serialized(stats), indent=4))
-
-
-def _save_stats_json(stats: locust.stats.RequestStats, filename: str) -> None:
-    """Locust's ``save_stats_json``, without emptying the statistics."""
-    with open(f"{filename}.json", "w") as file:
-        json.dump(_serialized(stats), file, indent=4)
-
-
-@events.quit.add_listener
-def _on_quit(**_: Any) -> None:
-    environment = live.current_environment()
-    if environment is None or isinstance(environment.runner, WorkerRunner) or environment.runner is None:
-        return
-    state = live.get(environment)
-    snapshot = state.snapshot()
-    _, round_trip = live.latency(environment.runner.stats, window=False)
-    for line in summary_lines(snapshot, state.run_summary(), round_trip):
+def print_results(live: Live) -> dict[str, Any]:
+    """At the end of a run: the results block, then a warning per saturated generator. Returns the snapshot."""
+    snapshot = live.snapshot()
+    _, round_trip = latency(live.environment.runner.stats, window=False)
+    for line in summary_lines(snapshot, live.run_summary(), round_trip):
         console.info(line)
     console.info("")
     for warning in saturation_warnings(snapshot):
         logger.warning(warning)
-    for greenlet in _writer:
-        greenlet.kill(block=False)
-    for files in _csv:
-        files.write(snapshot)
-        files.close()
-    _writer.clear()
-    _csv.clear()
+    return snapshot
+
+
+def log_summary(total: WsCounters) -> None:
+    """
+    One greppable log line with every counter since the start (Reset Stats
+    does not touch it), for scripts; the readable block is :func:`print_results`.
+    """
+    logger.info(
+        "WebSocket summary: %d connects (%d failed, %d reconnects, %d disconnects), "
+        "%d messages sent, %d received (%d unsolicited), %d bytes sent, %d received, "
+        "%d replies timed out, %d lost, %d in flight at stop, %d late, %d duplicated, %d out of order",
+        total.connects_succeeded,
+        total.connects_failed,
+        total.reconnects,
+        total.disconnects,
+        total.messages_sent,
+        total.messages_received,
+        total.unsolicited_received,
+        total.bytes_sent,
+        total.bytes_received,
+        total.replies_timed_out,
+        total.replies_lost,
+        total.replies_in_flight_at_stop,
+        total.replies_late,
+        total.replies_duplicated,
+        total.replies_out_of_order,
+    )

@@ -44,20 +44,13 @@ A threshold without data (no such request, no connection ever open) fails.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
-import gevent
-from locust import events
-from locust import log as locust_log
-from locust.runners import STATE_RUNNING, WorkerRunner
-
 from wslocust.exceptions import ConfigurationError
 from wslocust.formatting import format_bytes, format_count, format_ms
-from wslocust.integration.settings import stop_at_start
-from wslocust.reporting import live
+from wslocust.run.state import run_state
 
 __all__ = [
     "EXIT_CODE",
@@ -65,13 +58,12 @@ __all__ = [
     "SUITE",
     "Result",
     "Threshold",
+    "current",
     "evaluate",
     "format_table",
+    "format_value",
     "parse_thresholds",
 ]
-
-logger = logging.getLogger("wslocust")
-console = logging.getLogger("locust.stats_logger")
 
 EXIT_CODE = 3
 """Exit code of a run in which a threshold failed (1 stays Locust's "some requests failed")."""
@@ -83,9 +75,6 @@ under 0.1 %, under 5 % CPU per 1K connections and under 2 GB of memory for 10K
 connections. Its fifth target, 100K+ messages per second, depends on the size
 of the run; add ``msg_rate>100000`` for a 10K-connection run at 100 ms.
 """
-
-ABORT_CHECK_INTERVAL = 5.0
-"""Seconds between checks with ``--ws-thresholds-abort``."""
 
 # Kinds of value: how a bare number and each unit are read, and how a value prints.
 TIME, RATIO, PERCENT, BYTES, NUMBER = "time", "ratio", "percent", "bytes", "number"
@@ -271,7 +260,8 @@ def _error_rate(environment: Any) -> float | None:
 
 def evaluate(thresholds: list[Threshold], environment: Any) -> list[Result]:
     """Evaluate against the run so far: Locust's statistics and the live WebSocket metrics."""
-    run = live.get(environment).run_summary()
+    live = run_state(environment).live
+    run = live.run_summary() if live is not None else {}
     results = []
     for threshold in thresholds:
         if threshold.name is not None:
@@ -319,107 +309,10 @@ def format_table(results: list[Result]) -> list[str]:
 
 def current(environment: Any) -> list[dict[str, Any]]:
     """The run's thresholds evaluated now, as data (for ``/ws/stats`` and the monitor); [] when none."""
-    thresholds: list[Threshold] | None = getattr(environment, "ws_thresholds", None)
+    thresholds = run_state(environment).thresholds
     if not thresholds or environment.runner is None:
         return []
     return [
         {"threshold": r.threshold.text, "value": r.value, "display": r.describe(), "ok": r.ok}
         for r in evaluate(thresholds, environment)
     ]
-
-
-# Wiring ----------------------------------------------------------------------------
-
-
-@events.init_command_line_parser.add_listener
-def _add_options(parser: Any) -> None:
-    # Options of an argument group stay out of the web UI's form: these are for headless runs.
-    group = next((g for g in parser._action_groups if g.title == "wslocust"), None)
-    if group is None:
-        group = parser.add_argument_group("wslocust", "WebSocket options (wslocust)")
-    group.add_argument(
-        "--ws-thresholds",
-        env_var="WS_THRESHOLDS",
-        default=None,
-        metavar="EXPRESSIONS",
-        help="Pass/fail criteria evaluated at the end of the run, e.g. "
-        "'echo.p95<100ms, connect.p99<500ms, error_rate<0.1%%, cpu_per_1k<5%%'; 'suite' adds the original "
-        "suite's targets. A failed threshold makes the exit code 3.",
-    )
-    group.add_argument(
-        "--ws-thresholds-abort",
-        env_var="WS_THRESHOLDS_ABORT",
-        action="store_true",
-        default=False,
-        help="Also check the thresholds every 5 s once all users run, and stop the run at the first breach.",
-    )
-
-
-_abort_checker: list[gevent.Greenlet] = []
-
-
-@events.init.add_listener
-def _on_init(environment: Any, **_: Any) -> None:
-    environment.ws_thresholds = None
-    options = environment.parsed_options
-    text = getattr(options, "ws_thresholds", None) if options is not None else None
-    if not text or isinstance(environment.runner, WorkerRunner):
-        return
-    try:
-        environment.ws_thresholds = parse_thresholds(text)
-    except ConfigurationError as exc:
-        stop_at_start(environment, f"wslocust: WS_THRESHOLDS / --ws-thresholds: {exc}")
-    if getattr(options, "ws_thresholds_abort", False):
-        _abort_checker[:] = [gevent.spawn(_abort_on_breach, environment)]
-
-
-def _abort_on_breach(environment: Any) -> None:
-    while True:
-        gevent.sleep(ABORT_CHECK_INTERVAL)
-        runner = environment.runner
-        if runner is None or runner.state != STATE_RUNNING:
-            continue
-        breached = [r for r in evaluate(environment.ws_thresholds, environment) if r.value is not None and not r.ok]
-        if breached:
-            logger.error(
-                "threshold %s breached (%s): stopping the run",
-                breached[0].threshold.text,
-                breached[0].describe(),
-            )
-            if getattr(environment.parsed_options, "headless", False):
-                runner.quit()
-            else:
-                runner.stop()
-            return
-
-
-@events.quitting.add_listener
-def _on_quitting(environment: Any, **_: Any) -> None:
-    # Runs after the master's own "quitting" listener (fired in reverse order), which
-    # waits for the workers' final reports: the figures are final.
-    for greenlet in _abort_checker:
-        greenlet.kill(block=False)
-    thresholds = getattr(environment, "ws_thresholds", None)
-    if not thresholds or environment.runner is None:
-        return
-    results = evaluate(thresholds, environment)
-    environment.ws_threshold_results = results
-    if not all(result.ok for result in results):
-        if not environment.process_exit_code:
-            environment.process_exit_code = EXIT_CODE
-    elif (
-        environment.process_exit_code is None
-        and not environment.runner.exceptions
-        and not locust_log.unhandled_greenlet_exception
-    ):
-        environment.process_exit_code = 0
-
-
-@events.quit.add_listener
-def _on_quit(**_: Any) -> None:
-    environment = live.current_environment()
-    results = getattr(environment, "ws_threshold_results", None) if environment is not None else None
-    if results:
-        for line in format_table(results):
-            console.info(line)
-        console.info("")

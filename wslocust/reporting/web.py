@@ -21,17 +21,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from locust import events
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from wslocust.formatting import category_label
-from wslocust.integration import plugin
-from wslocust.reporting import live, reports, thresholds
-from wslocust.reporting.live import GAUGES, TOTALS, Live
+from wslocust.integration.secrets import conceal_targets
+from wslocust.reporting import reports, thresholds
+from wslocust.reporting.live import Live
+from wslocust.reporting.nodes import GAUGES, TOTALS
 
-__all__ = ["TABLES", "TABS", "prometheus_text", "tab_rows"]
+__all__ = ["TABLES", "TABS", "install", "prometheus_text", "tab_rows"]
 
 TABS = [
     {"title": "WebSocket", "key": "websocket"},
@@ -259,10 +259,11 @@ def prometheus_text(live: Live) -> bytes:
     return generate_latest(registry)
 
 
-# Wiring ----------------------------------------------------------------------
+# The web UI ----------------------------------------------------------------------
 
 
-def _install(environment: Any, web_ui: Any) -> None:
+def install(environment: Any, web_ui: Any, live: Live) -> None:
+    """Add the routes, the tabs and the CSV download to Locust's web UI (at ``init``, when there is one)."""
     options = environment.parsed_options
     blueprint = Blueprint("wslocust", __name__, url_prefix=getattr(options, "web_base_path", None) or None)
     auth = web_ui.auth_required_if_enabled
@@ -270,21 +271,21 @@ def _install(environment: Any, web_ui: Any) -> None:
     @blueprint.route("/ws/stats")
     @auth
     def ws_stats() -> Response:
-        snapshot = live.get(environment).snapshot()
+        snapshot = live.snapshot()
         snapshot["thresholds"] = thresholds.current(environment)
         return jsonify(snapshot)
 
     @blueprint.route("/ws/stats/csv")
     @auth
     def ws_stats_csv() -> Response:
-        response = Response(reports.nodes_csv(live.get(environment).snapshot()), mimetype="text/csv")
+        response = Response(reports.nodes_csv(live.snapshot()), mimetype="text/csv")
         response.headers["Content-Disposition"] = "attachment;filename=wslocust_websocket.csv"
         return response
 
     @blueprint.route("/ws/metrics")
     @auth
     def ws_metrics() -> Response:
-        return Response(prometheus_text(live.get(environment)), mimetype=CONTENT_TYPE_LATEST)
+        return Response(prometheus_text(live), mimetype=CONTENT_TYPE_LATEST)
 
     web_ui.app.register_blueprint(blueprint)
 
@@ -297,7 +298,7 @@ def _install(environment: Any, web_ui: Any) -> None:
             payload = json.loads(response.get_data())
         except ValueError:
             return response
-        payload["extended_stats"] = tab_rows(live.get(environment).snapshot())
+        payload["extended_stats"] = tab_rows(live.snapshot())
         response.set_data(json.dumps(payload))
         return response
 
@@ -307,7 +308,7 @@ def _install(environment: Any, web_ui: Any) -> None:
         # with it: conceal it before the answer leaves and before any user starts.
         if not request.path.endswith("/swarm") or request.method != "POST":
             return response
-        plugin.conceal_targets(environment)
+        conceal_targets(environment)
         try:
             payload = json.loads(response.get_data())
         except ValueError:
@@ -323,8 +324,3 @@ def _install(environment: Any, web_ui: Any) -> None:
         {"href": "./ws/stats/csv", "title": "Download WebSocket statistics CSV"}
     ]
 
-
-@events.init.add_listener
-def _on_init(environment: Any, web_ui: Any = None, **_: Any) -> None:
-    if web_ui is not None:
-        _install(environment, web_ui)

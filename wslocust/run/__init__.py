@@ -1,3 +1,3 @@
-"""A run's own data: WebSocket counters and the pacing of connects."""
+"""A run's own data: its state (counters, worker views, schedule...), the pacing of connects, the settings users read."""
 
 __all__: list[str] = []

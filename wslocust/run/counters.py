@@ -4,8 +4,8 @@ WebSocket counters of one process, and their merge across workers.
 Latencies go to Locust's own request statistics; these counters carry what
 Locust has no place for: connection states, messages that are not round trips
 (plain sends, server pushes) and bytes on the wire. Every worker ships its
-counters to the master under :data:`REPORT_KEY` with Locust's
-``report_to_master`` event; the master adds them up in ``worker_report``.
+counters to the master in its Locust worker report (see
+:func:`wslocust.run.state.worker_report`); the master adds them up.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["CONNECTION_STATES", "REPORT_KEY", "WsCounters"]
-
-REPORT_KEY = "wslocust"
-"""Our key in Locust's worker report (``stats`` and ``errors`` are Locust's)."""
+__all__ = ["CONNECTION_STATES", "WsCounters"]
 
 CONNECTION_STATES = ("connecting", "open", "reconnecting", "failed", "closed")
 

@@ -22,10 +22,10 @@ import time
 from typing import Any
 
 import gevent
-from locust import events
-from locust.runners import MasterRunner
 
-__all__ = ["StartPacer", "start_pacer"]
+from wslocust.locust_compat import dispatcher_spawn_rate
+
+__all__ = ["DISPATCH_PERIOD", "SPAWN_RATE_OPTION", "StartPacer", "tell_workers_their_rate"]
 
 SPAWN_RATE_OPTION = "ws_spawn_rate_per_worker"
 """Set by the master in the options its spawn messages carry: a worker copies every option
@@ -84,29 +84,14 @@ class StartPacer:
 
     def _spawn_rate(self) -> float | None:
         """Users per second that this process is asked to start, if known."""
-        dispatcher = getattr(self._environment.runner, "_users_dispatcher", None)
-        rate = getattr(dispatcher, "_spawn_rate", None)  # a local run
+        rate: Any = dispatcher_spawn_rate(self._environment.runner)  # a local run
         if rate is None:
             rate = getattr(self._environment.parsed_options, SPAWN_RATE_OPTION, None)  # a worker
         return float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
 
 
-def start_pacer(environment: Any) -> StartPacer:
-    """This process's pacer, created on first use."""
-    pacer: StartPacer | None = getattr(environment, "ws_start_pacer", None)
-    if pacer is None:
-        pacer = environment.ws_start_pacer = StartPacer(environment)
-    return pacer
-
-
-@events.init.add_listener
-def _on_init(environment: Any, runner: Any = None, **_: Any) -> None:
-    if isinstance(runner, MasterRunner) and environment.parsed_options is not None:
-        start = runner.start
-
-        def start_telling_rate(user_count: int, spawn_rate: float, *args: Any, **kwargs: Any) -> Any:
-            workers = max(1, runner.worker_count)
-            setattr(environment.parsed_options, SPAWN_RATE_OPTION, spawn_rate / workers)
-            return start(user_count, spawn_rate, *args, **kwargs)
-
-        runner.start = start_telling_rate
+def tell_workers_their_rate(environment: Any, runner: Any, spawn_rate: float) -> None:
+    """On a master, before each start: put each worker's share of ``spawn_rate`` in the options it sends them."""
+    if environment.parsed_options is not None:
+        workers = max(1, runner.worker_count)
+        setattr(environment.parsed_options, SPAWN_RATE_OPTION, spawn_rate / workers)

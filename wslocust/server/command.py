@@ -13,19 +13,8 @@ import gevent
 
 from ..arguments import CommandLineParser
 from ..exceptions import ConfigurationError
-from .config import (
-    _CHECKS,
-    ServerConfig,
-    _check_close_code,
-    _check_count,
-    _check_delay_ms,
-    _check_fraction,
-    _check_host,
-    _check_interval_ms,
-    _check_path,
-    _check_port,
-)
-from .listener import _raise_open_files_limit
+from .config import FIELD_CHECKS, ServerConfig
+from .listener import raise_open_files_limit
 from .reference import create_server
 
 __all__ = ["SERVE_DESCRIPTION", "add_arguments", "build_parser", "main", "run"]
@@ -43,19 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listening = parser.add_argument_group("listening")
     listening.add_argument(
         "--host",
-        type=_cli_type(_check_host),
+        type=_cli_type("host"),
         default=defaults.host,
         help="address to listen on (default: %(default)s; 0.0.0.0 to accept remote clients)",
     )
     listening.add_argument(
         "--port",
-        type=_cli_type(_check_port),
+        type=_cli_type("port"),
         default=defaults.port,
         help="TCP port, 0 = any free one (default: %(default)s)",
     )
     listening.add_argument(
         "--path",
-        type=_cli_type(_check_path),
+        type=_cli_type("path"),
         default=defaults.path,
         help="WebSocket path (default: %(default)s)",
     )
@@ -71,38 +60,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     behaviour = parser.add_argument_group("behaviour")
     behaviour.add_argument(
         "--delay-ms",
-        type=_cli_type(_check_delay_ms),
+        type=_cli_type("delay_ms"),
         default=defaults.delay_ms,
         help="delay each echo by this many ms (default: %(default)s)",
     )
     behaviour.add_argument(
         "--broadcast-interval-ms",
-        type=_cli_type(_check_interval_ms),
+        type=_cli_type("broadcast_interval_ms"),
         default=defaults.broadcast_interval_ms,
         help='send "broadcast <n>" to every open connection every this many ms, 0 = off (default: %(default)s)',
     )
     faults = parser.add_argument_group("faults")
     faults.add_argument(
         "--close-after",
-        type=_cli_type(_check_count),
+        type=_cli_type("close_after"),
         default=defaults.close_after,
         help="close each connection after it received this many messages, 0 = never (default: %(default)s)",
     )
     faults.add_argument(
         "--close-code",
-        type=_cli_type(_check_close_code),
+        type=_cli_type("close_code"),
         default=defaults.close_code,
         help="close code for --close-after; 1006 drops TCP without a close frame (default: %(default)s)",
     )
     faults.add_argument(
         "--refuse-fraction",
-        type=_cli_type(_check_fraction),
+        type=_cli_type("refuse_fraction"),
         default=defaults.refuse_fraction,
         help="answer this fraction of upgrades with 503, deterministically (default: %(default)s)",
     )
 
 
-def _cli_type(check: Callable[[object], Any]) -> Callable[[str], Any]:
+def _cli_type(field: str) -> Callable[[str], Any]:
+    # The option is checked as ServerConfig checks the field, and reports a bad value the same way.
+    check = FIELD_CHECKS[field]
+
     def parse(text: str) -> Any:
         try:
             return check(text)
@@ -121,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
     one line of JSON. Returns the exit code: 0, or 1 if it cannot listen.
     """
     config = ServerConfig(
-        **{name: getattr(args, name) for name in _CHECKS}, certfile=args.certfile, keyfile=args.keyfile
+        **{name: getattr(args, name) for name in FIELD_CHECKS}, certfile=args.certfile, keyfile=args.keyfile
     )
-    _raise_open_files_limit()
+    raise_open_files_limit()
     server = create_server(config)
     try:
         server.start()

@@ -14,13 +14,16 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["ServerConfig"]
+__all__ = ["FAULTS_PATH", "FIELD_CHECKS", "HEALTH_PATH", "STATS_PATH", "ServerConfig"]
 
 # HTTP paths served next to the WebSocket path, which may not reuse them.
 
-_STATS_PATH = "/stats"
-_HEALTH_PATH = "/healthz"
-_FAULTS_PATH = "/faults"
+STATS_PATH = "/stats"
+"""``GET``: the counters as JSON."""
+HEALTH_PATH = "/healthz"
+"""``GET``: ``200 ok``, for load balancers and Kubernetes probes."""
+FAULTS_PATH = "/faults"
+"""``POST ?drop=1&refuse_ms=N``: fail on purpose (see :meth:`ReferenceServer.inject_fault`)."""
 
 
 # Configuration
@@ -86,9 +89,9 @@ def _check_path(value: object) -> str:
         raise ValueError(
             f"{_show(value)} is not a valid path (it must start with / and contain no spaces)"
         )
-    if value in (_STATS_PATH, _HEALTH_PATH, _FAULTS_PATH):
+    if value in (STATS_PATH, HEALTH_PATH, FAULTS_PATH):
         raise ValueError(
-            f"{value} is reserved (use a path other than {_STATS_PATH}, {_HEALTH_PATH} and {_FAULTS_PATH})"
+            f"{value} is reserved (use a path other than {STATS_PATH}, {HEALTH_PATH} and {FAULTS_PATH})"
         )
     return value
 
@@ -144,7 +147,7 @@ def _check_flag(value: object) -> bool:
     return value
 
 
-_CHECKS: dict[str, Callable[[object], Any]] = {
+FIELD_CHECKS: dict[str, Callable[[object], Any]] = {
     "host": _check_host,
     "port": _check_port,
     "path": _check_path,
@@ -155,6 +158,8 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "broadcast_interval_ms": _check_interval_ms,
     "reuse_port": _check_flag,
 }
+"""The check of each checked :class:`ServerConfig` field, by field name (the TLS files are not
+checked); the ``serve`` command line parses its options with the same ones."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,7 +219,7 @@ class ServerConfig:
     (with 0.25, the 4th, 8th, 12th...)."""
 
     def __post_init__(self) -> None:
-        for name, check in _CHECKS.items():
+        for name, check in FIELD_CHECKS.items():
             try:
                 object.__setattr__(self, name, check(getattr(self, name)))
             except (TypeError, ValueError) as exc:

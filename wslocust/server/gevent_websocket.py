@@ -2,10 +2,15 @@
 The WebSocket layer: gevent-websocket 0.10.1, with its bugs fixed locally.
 
 That release predates Python 3 fixes it never received, so
-:class:`_ServerWebSocket` (framing, closing, sending) and
-:class:`_ServerHandler` (the HTTP upgrade and routing to the reference
-server) replace the broken parts; each class docstring lists what it fixes.
+:class:`ServerWebSocket` (framing, closing, sending) and
+:class:`ServerHandler` (the HTTP upgrade, and which requests are upgraded)
+replace the broken parts; each class docstring lists what it fixes.
 Nothing else in wslocust touches gevent-websocket.
+
+This module knows nothing of the reference server: the handler asks the
+:class:`~wslocust.server.refusals.UpgradeGate` of the listener it runs under
+which upgrades to accept, and the application finds the accepted
+:class:`ServerWebSocket` in the WSGI environ.
 """
 
 from __future__ import annotations
@@ -29,10 +34,9 @@ except ImportError:  # pragma: no cover - wsaccel is a declared dependency
     XorMaskerSimple = None
 
 if TYPE_CHECKING:
-    from .reference import ReferenceServer
+    from .refusals import UpgradeGate
 
-# Private to the server package: only the reference server uses these.
-__all__: list[str] = []
+__all__ = ["MAX_FRAME_BYTES", "REFUSED_KEY", "ServerHandler", "ServerWebSocket"]
 
 
 # One logger for the whole server package, named as it was before the split.
@@ -42,8 +46,8 @@ logger = logging.getLogger("wslocust.server")
 #: letting a client make the server allocate up to 2**63 bytes.
 MAX_FRAME_BYTES = 16 * 2**20
 
-# Set in the WSGI environ of an upgrade request that is to be answered with 503.
-_REFUSED_KEY = "wslocust.refused"
+REFUSED_KEY = "wslocust.refused"
+"""Set (to True) in the WSGI environ of an upgrade request that the application is to answer with 503."""
 
 _OPCODE_TEXT = WebSocket.OPCODE_TEXT
 _OPCODE_BINARY = WebSocket.OPCODE_BINARY
@@ -71,7 +75,7 @@ class _MessageTooBig(ProtocolError):  # type: ignore[misc]  # no type hints upst
     """A frame larger than MAX_FRAME_BYTES arrived."""
 
 
-class _ServerWebSocket(WebSocket):  # type: ignore[misc]
+class ServerWebSocket(WebSocket):  # type: ignore[misc]
     """
     gevent-websocket's ``WebSocket`` with these fixes:
 
@@ -223,9 +227,9 @@ class _ServerWebSocket(WebSocket):  # type: ignore[misc]
             pass  # the peer is gone: nothing left to close politely
 
 
-class _ServerHandler(WebSocketHandler):  # type: ignore[misc]
+class ServerHandler(WebSocketHandler):  # type: ignore[misc]
     """
-    gevent-websocket's handler, with routing, refusals and these fixes:
+    gevent-websocket's handler, with refusals and these fixes:
 
     - error responses (no version, bad version) had ``str`` bodies: pywsgi
       raised ``TypeError`` on Python 3, so a 500 and a traceback.
@@ -237,6 +241,12 @@ class _ServerHandler(WebSocketHandler):  # type: ignore[misc]
     - accepted sockets kept Nagle's algorithm on (see :meth:`handle`).
     - each request was logged through a logger that gevent-websocket
       reconfigures globally; the reference server logs no request at all.
+
+    It runs under a server with an ``upgrade_gate`` attribute (an
+    :class:`~wslocust.server.refusals.UpgradeGate`, see
+    :class:`~wslocust.server.listener.Listener`): only upgrades to its path are
+    upgraded, and those it refuses reach the application with
+    :data:`REFUSED_KEY` set, to be answered with 503.
     """
 
     def handle(self) -> None:
@@ -255,15 +265,15 @@ class _ServerHandler(WebSocketHandler):  # type: ignore[misc]
         pass  # lean per-connection path; /stats tells what happened
 
     def run_application(self) -> None:
-        reference: ReferenceServer = self.server.reference
+        gate: UpgradeGate = self.server.upgrade_gate
         environ = self.environ
         if (
-            environ.get("PATH_INFO") != reference.config.path
+            environ.get("PATH_INFO") != gate.websocket_path
             or environ.get("HTTP_UPGRADE", "").lower() != "websocket"
         ):
             WSGIHandler.run_application(self)  # plain HTTP
-        elif reference._refuse_upgrade():
-            environ[_REFUSED_KEY] = True
+        elif gate.should_refuse():
+            environ[REFUSED_KEY] = True
             WSGIHandler.run_application(self)
         else:
             super().run_application()
@@ -296,7 +306,7 @@ class _ServerHandler(WebSocketHandler):  # type: ignore[misc]
             self.start_response("400 Bad Request", [])
             return [b"invalid Sec-WebSocket-Key\n"]
 
-        self.websocket = _ServerWebSocket(self.environ, Stream(self), self)
+        self.websocket = ServerWebSocket(self.environ, Stream(self), self)
         self.environ.update(
             {"wsgi.websocket_version": version, "wsgi.websocket": self.websocket}
         )

@@ -1,5 +1,9 @@
 """
 Listening: bind the server socket and accept connections, even when out of file descriptors.
+
+Nothing here knows the reference server: :class:`Listener` carries the
+:class:`~wslocust.server.refusals.UpgradeGate` its handlers ask, and the WSGI
+application it is given.
 """
 
 from __future__ import annotations
@@ -21,10 +25,9 @@ except ImportError:  # pragma: no cover - Windows
     resource = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from .reference import ReferenceServer
+    from .refusals import UpgradeGate
 
-# Private to the server package: the reference server and the command use these.
-__all__: list[str] = []
+__all__ = ["LISTEN_BACKLOG", "Listener", "listen", "raise_open_files_limit"]
 
 
 # One logger for the whole server package, named as it was before the split.
@@ -35,12 +38,20 @@ logger = logging.getLogger("wslocust.server")
 LISTEN_BACKLOG = 4096
 
 
-class _Listener(WSGIServer):  # type: ignore[misc]
-    """gevent's WSGIServer, knowing its :class:`ReferenceServer` and quiet when out of descriptors."""
+class Listener(WSGIServer):  # type: ignore[misc]
+    """
+    gevent's WSGIServer, quiet when out of descriptors, with the gate its handlers ask.
 
-    def __init__(self, reference: ReferenceServer, *args: Any, **kwargs: Any) -> None:
+    Args:
+        upgrade_gate: which upgrade requests are accepted, read by
+            :class:`~wslocust.server.gevent_websocket.ServerHandler`.
+        *args, **kwargs: as for ``gevent.pywsgi.WSGIServer``.
+    """
+
+    def __init__(self, *args: Any, upgrade_gate: UpgradeGate, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.reference = reference
+        self.upgrade_gate = upgrade_gate
+        """Which upgrade requests the handlers accept."""
         self._next_fd_warning = 0.0
 
     def do_read(self) -> Any:
@@ -69,7 +80,14 @@ class _Listener(WSGIServer):  # type: ignore[misc]
             self.start_accepting()
 
 
-def _listen(host: str, port: int, reuse_port: bool) -> gevent.socket.socket:
+def listen(host: str, port: int, reuse_port: bool) -> gevent.socket.socket:
+    """
+    Return a non-blocking socket bound to ``host:port`` and listening.
+
+    Raises:
+        OSError: the address cannot be bound (in use, not local...).
+        ConfigurationError: ``reuse_port`` is asked for where SO_REUSEPORT does not exist.
+    """
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
     )[0]
@@ -91,7 +109,8 @@ def _listen(host: str, port: int, reuse_port: bool) -> gevent.socket.socket:
     return sock
 
 
-def _raise_open_files_limit() -> None:
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit of open files to its hard limit, if allowed."""
     # Each connection is a file descriptor; the soft limit is often 1024 while
     # the hard limit allows far more.
     if resource is None:  # pragma: no cover - Windows

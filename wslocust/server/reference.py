@@ -14,7 +14,6 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
-from fractions import Fraction
 from typing import Any
 
 import gevent
@@ -22,10 +21,12 @@ import gevent.pool
 import gevent.queue
 from gevent.event import Event
 
-from .config import _FAULTS_PATH, _HEALTH_PATH, _STATS_PATH, ServerConfig
+from .config import FAULTS_PATH, HEALTH_PATH, STATS_PATH, ServerConfig
+from .connection import AcceptedConnection, QueuedClose
 from .counters import ServerCounters
-from .gevent_websocket import _REFUSED_KEY, _ServerHandler, _ServerWebSocket
-from .listener import _listen, _Listener
+from .gevent_websocket import REFUSED_KEY, ServerHandler, ServerWebSocket
+from .listener import Listener, listen
+from .refusals import UpgradeGate
 
 __all__ = ["ReferenceServer", "create_server"]
 
@@ -45,43 +46,6 @@ DRAIN_TIMEOUT = 5.0
 MAX_QUEUED = 1000
 
 
-class _Close:
-    """An outbox item: close the connection once the items before it are sent."""
-
-    __slots__ = ("code", "reason", "timeout")
-
-    def __init__(self, code: int, reason: str, timeout: float) -> None:
-        self.code = code
-        self.reason = reason
-        self.timeout = timeout
-
-
-class _Connection:
-    """One accepted WebSocket: its socket wrapper and, if needed, its outgoing queue."""
-
-    __slots__ = ("closing", "outbox", "watchdog", "writer", "ws")
-
-    def __init__(self, ws: _ServerWebSocket) -> None:
-        self.ws = ws
-        # (due monotonic time, message or _Close, is_broadcast), sent in order
-        # by one writer greenlet; only created for delays and broadcasts.
-        self.outbox: gevent.queue.Queue | None = None
-        self.writer: gevent.Greenlet | None = None
-        self.closing = False
-        self.watchdog: gevent.Greenlet | None = None
-
-    def close_now(self, code: int, reason: str, timeout: float) -> None:
-        """Send a close frame (1006: drop TCP instead); drop TCP if no reply in ``timeout`` s."""
-        if code == 1006:
-            self.ws.abort()
-            return
-        if self.watchdog is None:
-            # Armed first: the close frame itself may wait for a slow client.
-            # A socket timeout would not do: the reader is blocked in a read already.
-            self.watchdog = gevent.spawn_later(timeout, self.ws.abort)
-        self.ws.start_closing(code, reason)
-
-
 class ReferenceServer:
     """
     A running (or ready to run) reference server; create it with :func:`create_server`.
@@ -94,12 +58,9 @@ class ReferenceServer:
         """The configuration it was created with."""
         self.counters = ServerCounters()
         """Live counters; read them directly in-process, or over ``GET /stats``."""
-        self._wsgi: _Listener | None = None
-        self._connections: set[_Connection] = set()
-        # Exact arithmetic: 0.1 is 1/10, so the 10th request is refused, not the 11th.
-        self._refuse_ratio = Fraction(repr(config.refuse_fraction))
-        self._upgrade_requests = 0
-        self._refusing_until = 0.0  # inject_fault(refuse_ms=...): answer upgrades with 503 until then
+        self._wsgi: Listener | None = None
+        self._connections: set[AcceptedConnection] = set()
+        self._upgrades = UpgradeGate(config.path, config.refuse_fraction, self.counters)
         self._started_at = 0.0
         self._broadcaster: gevent.Greenlet | None = None
         self._stopping = False
@@ -116,13 +77,13 @@ class ReferenceServer:
             OSError: the address cannot be bound (in use, not local...).
             ConfigurationError: ``reuse_port`` is not supported here.
         """
-        listener = _listen(self.config.host, self.config.port, self.config.reuse_port)
+        listener = listen(self.config.host, self.config.port, self.config.reuse_port)
         # A pool (unbounded) so that stop() can wait for and kill the handlers.
-        self._wsgi = _Listener(
-            self,
+        self._wsgi = Listener(
             listener,
             self._application,
-            handler_class=_ServerHandler,
+            upgrade_gate=self._upgrades,
+            handler_class=ServerHandler,
             spawn=gevent.pool.Pool(),
             log=None,
             **self._tls_arguments(),
@@ -194,7 +155,7 @@ class ReferenceServer:
     def stats_url(self) -> str:
         """The statistics URL, e.g. ``http://127.0.0.1:3003/stats``."""
         scheme = "https" if self.config.certfile else "http"
-        return f"{scheme}://{self._authority()}{_STATS_PATH}"
+        return f"{scheme}://{self._authority()}{STATS_PATH}"
 
     def stats(self) -> dict[str, float]:
         """The counters plus ``uptime_s`` and ``pid``: the body of ``GET /stats``."""
@@ -218,19 +179,19 @@ class ReferenceServer:
             self._serve_connection(ws)
             return []
         path = environ.get("PATH_INFO", "")
-        if environ.get(_REFUSED_KEY):
+        if environ.get(REFUSED_KEY):
             body = b"refused (refuse_fraction)\n"
             return _respond(
                 start_response, "503 Service Unavailable", body, [("Retry-After", "1")]
             )
-        if path == _STATS_PATH:
+        if path == STATS_PATH:
             body = json.dumps(self.stats()).encode("ascii")
             return _respond(
                 start_response, "200 OK", body, content_type="application/json"
             )
-        if path == _HEALTH_PATH:
+        if path == HEALTH_PATH:
             return _respond(start_response, "200 OK", b"ok")
-        if path == _FAULTS_PATH:
+        if path == FAULTS_PATH:
             return self._fault_request(environ, start_response)
         if path == self.config.path:
             return _respond(
@@ -269,8 +230,7 @@ class ReferenceServer:
         Returns:
             How many connections were dropped.
         """
-        if refuse_ms:
-            self._refusing_until = max(self._refusing_until, time.monotonic() + refuse_ms / 1000)
+        self._upgrades.refuse_for(refuse_ms)
         if not drop:
             return 0
         victims = list(self._connections)
@@ -279,29 +239,12 @@ class ReferenceServer:
         logger.info("fault injected: dropped %d connections, refusing upgrades for %g ms", len(victims), refuse_ms)
         return len(victims)
 
-    def _refuse_upgrade(self) -> bool:
-        if self._refusing_until > time.monotonic():
-            self.counters.handshakes_refused += 1
-            return True
-        return self._should_refuse()
-
-    def _should_refuse(self) -> bool:
-        # Refuse request n when floor(n * f) grows: after n requests exactly
-        # floor(n * f) were refused, with no randomness.
-        self._upgrade_requests += 1
-        n = self._upgrade_requests
-        above, below = self._refuse_ratio.numerator, self._refuse_ratio.denominator
-        if n * above // below > (n - 1) * above // below:
-            self.counters.handshakes_refused += 1
-            return True
-        return False
-
     # WebSocket connections
 
-    def _serve_connection(self, ws: _ServerWebSocket) -> None:
+    def _serve_connection(self, ws: ServerWebSocket) -> None:
         counters = self.counters
         counters.connections_accepted += 1
-        connection = _Connection(ws)
+        connection = AcceptedConnection(ws)
         self._connections.add(connection)
         try:
             if self.config.delay_ms or self.config.broadcast_interval_ms:
@@ -321,7 +264,7 @@ class ReferenceServer:
             if self._stopping and not self._connections:
                 self._drained.set()
 
-    def _echo_loop(self, connection: _Connection) -> None:
+    def _echo_loop(self, connection: AcceptedConnection) -> None:
         # The hot path: no logging, no allocation beyond the message itself.
         ws = connection.ws
         outbox = connection.outbox
@@ -357,7 +300,7 @@ class ReferenceServer:
                     connection, self.config.close_code, "close_after", CLOSE_TIMEOUT
                 )
 
-    def _write_loop(self, connection: _Connection, outbox: gevent.queue.Queue) -> None:
+    def _write_loop(self, connection: AcceptedConnection, outbox: gevent.queue.Queue) -> None:
         ws = connection.ws
         counters = self.counters
         get = outbox.get
@@ -366,7 +309,7 @@ class ReferenceServer:
             wait = due - time.monotonic()
             if wait > 0:
                 gevent.sleep(wait)
-            if type(item) is _Close:
+            if type(item) is QueuedClose:
                 connection.close_now(item.code, item.reason, item.timeout)
                 return
             try:
@@ -379,14 +322,14 @@ class ReferenceServer:
                 counters.broadcasts_sent += 1
 
     def _close_connection(
-        self, connection: _Connection, code: int, reason: str, timeout: float
+        self, connection: AcceptedConnection, code: int, reason: str, timeout: float
     ) -> None:
         if connection.closing:
             return
         connection.closing = True
         if connection.outbox is not None:
             # After the echoes already queued, so that none is lost.
-            connection.outbox.put((0.0, _Close(code, reason, timeout), False))
+            connection.outbox.put((0.0, QueuedClose(code, reason, timeout), False))
         else:
             connection.close_now(code, reason, timeout)
 

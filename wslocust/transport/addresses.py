@@ -17,7 +17,7 @@ whole 4-tuple. Without it, bind() reserves a port for that address against
 every destination, and a busy host runs out of ports sooner.
 
 This module has no Locust import: :mod:`wslocust.transport.connection` uses
-:func:`connect_from`, and :mod:`wslocust.integration.distributed` reads the option and
+:func:`connect_from`, and :mod:`wslocust.integration.source_addresses` reads the option and
 rotates with :class:`SourceAddresses`. Besides the connection layer, it is
 the only module that touches sockets, and only to choose the local address.
 """

@@ -8,9 +8,12 @@ per chunk of up to 64 KiB, never one per header byte); every message found in
 a chunk carries the time the chunk arrived, which is what latency is measured
 against.
 
-This is the only module that touches sockets, and the only place where
-low-level errors (``socket.gaierror``, ``ssl.SSLError``, resets, timeouts) are
-translated into the :mod:`wslocust.exceptions` tree.
+:mod:`wslocust.transport.opening` does the opening (TCP, proxy tunnel, TLS,
+upgrade). Those two modules are the only ones that touch a WebSocket's socket,
+and the only places where low-level errors (``socket.gaierror``,
+``ssl.SSLError``, resets, timeouts) are translated into the
+:mod:`wslocust.exceptions` tree: opening errors there, those of an open
+connection here.
 
 Why our own upgrade and framing instead of websocket-client's: websocket-client
 reads the 101 response one byte per ``recv`` call, cannot hand bytes that
@@ -21,41 +24,24 @@ by side (figures in ``benchmarks/README.md``).
 
 from __future__ import annotations
 
-import base64
-import errno
-import logging
 import socket
-import ssl
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import gevent
 import gevent.event
 import gevent.lock
 from gevent import socket as gsocket
 
-from wslocust.codec import handshake
 from wslocust.codec.protocol import OPEN, ClientProtocol, Close, Failure, Ping, Pong
-from wslocust.codec.uri import WsURI, redact_uri
-from wslocust.exceptions import (
-    ConfigurationError,
-    ConnectError,
-    ConnectionClosed,
-    ConnectionFailed,
-    ConnectionRefused,
-    ConnectTimeout,
-    DNSError,
-    TLSError,
-    WsLocustError,
-    connection_closed,
-)
-from wslocust.transport.addresses import connect_from
+from wslocust.codec.uri import WsURI
+from wslocust.exceptions import ConnectionClosed, ConnectionFailed, connection_closed
+from wslocust.transport.opening import open_socket
+from wslocust.transport.proxy import Proxy
 
-__all__ = ["Connection", "Proxy", "ssl_context"]
-
-logger = logging.getLogger(__name__)
+# Proxy is the type open() takes: importable from here, beside Connection.
+__all__ = ["Connection", "Proxy"]
 
 perf_counter = time.perf_counter
 
@@ -70,67 +56,6 @@ MessageHandler = Callable[[Any, float], None]
 """Called with each received message (``str`` or ``bytes``) and the ``perf_counter()`` time it arrived."""
 PongHandler = Callable[[bytes, float], None]
 CloseHandler = Callable[[ConnectionClosed], None]
-
-
-class Proxy(NamedTuple):
-    """An HTTP proxy that WebSocket connections tunnel through with CONNECT."""
-
-    host: str
-    port: int
-    authorization: str | None
-    """The Proxy-Authorization header value, from credentials in the proxy URL."""
-
-    @classmethod
-    def from_url(cls, url: str) -> Proxy:
-        """
-        Parse ``http://[user:password@]host:port``.
-
-        Raises:
-            ConfigurationError: not an http:// URL with a host.
-        """
-        try:
-            parsed = urllib.parse.urlsplit(url)
-            port = parsed.port or 8080
-        except ValueError:  # a port out of range, unbalanced [IPv6] brackets
-            parsed, port = urllib.parse.urlsplit(""), -1
-        if parsed.scheme != "http" or not parsed.hostname or port < 1:
-            raise ConfigurationError(f"proxy {redact_uri(url)!r} is not valid; use http://[user:password@]host:port")
-        authorization = None
-        if parsed.username is not None:
-            credentials = f"{urllib.parse.unquote(parsed.username)}:{urllib.parse.unquote(parsed.password or '')}"
-            authorization = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
-        return cls(parsed.hostname, port, authorization)
-
-    def __repr__(self) -> str:
-        # The authorization is a credential, merely base64-encoded.
-        return f"Proxy(host={self.host!r}, port={self.port}, authorization={'***' if self.authorization else None})"
-
-
-# One SSL context per process and verification mode: creating one per
-# connection costs ~1 ms and ~100 KB each, which matters at 10K connections.
-_ssl_contexts: dict[bool, ssl.SSLContext] = {}
-
-
-def ssl_context(verify: bool = True) -> ssl.SSLContext:
-    """
-    Return the process-wide client SSL context.
-
-    Args:
-        verify: verify the server certificate and host name (the default).
-            ``False`` accepts any certificate and logs a warning once.
-    """
-    context = _ssl_contexts.get(verify)
-    if context is None:
-        context = ssl.create_default_context()
-        if not verify:
-            logger.warning(
-                "TLS certificate verification is OFF (WebSocketUser.verify_tls = False): "
-                "any server, including an impostor, is accepted"
-            )
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        _ssl_contexts[verify] = context
-    return context
 
 
 class Connection:
@@ -213,102 +138,19 @@ class Connection:
             ConnectTimeout: not done within ``timeout``.
             HandshakeError: the server did not accept the upgrade.
         """
-        uri = self.uri
-        if uri.authorization is not None and not any(name.lower() == "authorization" for name, _ in headers):
-            headers = [*headers, ("Authorization", uri.authorization)]  # ws://user:password@host/
-        try:
-            with gevent.Timeout(timeout, False):
-                if proxy is None:
-                    sock = self._connect_tcp(uri.host, uri.port, source_address)
-                else:
-                    sock = self._connect_tcp(proxy.host, proxy.port, source_address)
-                try:
-                    if proxy is not None:
-                        self._tunnel(sock, proxy)
-                    if uri.secure:
-                        sock = ssl_context(verify_tls).wrap_socket(sock, server_hostname=uri.host)
-                    self._leftover = self._upgrade(sock, headers, subprotocols, origin)
-                except BaseException:
-                    sock.close()
-                    raise
-                self._sock = sock
-                # The plain (not TLS) socket underneath gevent's: _write() sends without
-                # gevent's wrapper first.
-                self._raw_socket = sock._sock if type(sock) is gsocket.socket else None
-            if self._sock is None:
-                raise ConnectTimeout(f"no connection within {timeout:g} s (connect timeout)")
-        except WsLocustError:
-            raise
-        except ssl.SSLCertVerificationError as exc:
-            raise TLSError(f"TLS certificate verification failed: {exc.verify_message}") from None
-        except ssl.SSLError as exc:
-            raise TLSError(f"TLS handshake failed: {exc.reason or exc}") from None
-        except socket.gaierror:
-            # Through a proxy, only the proxy's name is looked up here (the proxy resolves the target's).
-            raise DNSError(f"DNS lookup failed for {f'proxy {proxy.host}' if proxy else uri.host}") from None
-        except ConnectionRefusedError:
-            refused_by = f"proxy {proxy.host}:{proxy.port}" if proxy else uri.host_header
-            raise ConnectionRefused(f"connection refused by {refused_by}") from None
-        except TimeoutError:
-            raise ConnectTimeout(f"no connection within {timeout:g} s (connect timeout)") from None
-        except OSError as exc:
-            raise ConnectError(f"connect to {uri.host_header} failed: {_os_error_text(exc)}") from None
-
-    @staticmethod
-    def _connect_tcp(host: str, port: int, source_address: tuple[str, int] | None) -> socket.socket:
-        if source_address is None:
-            sock = gsocket.create_connection((host, port))
-        else:
-            # Bound with IP_BIND_ADDRESS_NO_PORT, so that rotated source addresses share ports.
-            sock = connect_from(host, port, source_address)
-        # Small frames must leave at once: Nagle would add up to 40 ms to echoes.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-    def _tunnel(self, sock: socket.socket, proxy: Proxy) -> None:
-        host = f"[{self.uri.host}]" if ":" in self.uri.host else self.uri.host
-        target = f"{host}:{self.uri.port}"
-        request = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
-        if proxy.authorization:
-            request += f"Proxy-Authorization: {proxy.authorization}\r\n"
-        sock.sendall((request + "\r\n").encode("latin-1"))
-        response, _ = self._read_response_head(sock)
-        if not 200 <= response.status < 300:
-            raise ConnectError(f"proxy {proxy.host}:{proxy.port} refused the tunnel: HTTP {response.status}")
-
-    @staticmethod
-    def _read_response_head(sock: socket.socket) -> tuple[handshake.Response, bytes]:
-        buffer = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise ConnectError("server closed the connection during the upgrade")
-            buffer += chunk
-            parsed = handshake.parse_response(buffer)
-            if parsed is not None:
-                return parsed
-
-    def _upgrade(
-        self,
-        sock: socket.socket,
-        headers: Sequence[tuple[str, str]],
-        subprotocols: Sequence[str],
-        origin: str | None,
-    ) -> bytes:
-        key = handshake.generate_key()
-        sock.sendall(
-            handshake.build_request(
-                host=self.uri.host_header,
-                resource=self.uri.resource,
-                key=key,
-                subprotocols=subprotocols,
-                headers=headers,
-                origin=origin,
-            )
+        sock, self.subprotocol, self._leftover = open_socket(
+            self.uri,
+            timeout=timeout,
+            headers=headers,
+            subprotocols=subprotocols,
+            origin=origin,
+            verify_tls=verify_tls,
+            source_address=source_address,
+            proxy=proxy,
         )
-        response, leftover = self._read_response_head(sock)
-        self.subprotocol = handshake.validate_response(response, key, subprotocols)
-        return leftover
+        self._sock = sock
+        # The plain (not TLS) socket underneath gevent's: _write() sends without gevent's wrapper first.
+        self._raw_socket = sock._sock if type(sock) is gsocket.socket else None  # type: ignore[attr-defined]
 
     # Sending -----------------------------------------------------------------
 
@@ -464,7 +306,7 @@ class Connection:
                             self._flush(protocol)
                         elif kind is Pong:
                             if self._on_pong is not None:
-                                self._on_pong(event.data, received_at)
+                                self._on_pong(event.data, received_at)  # type: ignore[union-attr]
                         elif kind is Close or kind is Failure:
                             self._flush(protocol)
                             if isinstance(event, Failure):  # isinstance for the type checker: closes are rare
@@ -523,10 +365,3 @@ class Connection:
         self._closed_event.set()
         if not self._closing and self._on_close is not None:
             self._on_close(closed)
-
-
-def _os_error_text(exc: OSError) -> str:
-    """A stable description: the errno name and text, without addresses or ports."""
-    name = errno.errorcode.get(exc.errno or 0)
-    text = exc.strerror or exc.__class__.__name__
-    return f"{text} ({name})" if name else text

@@ -1,13 +1,10 @@
 """
-Child processes of a benchmark: starting, pinning, sampling and stopping them.
+A benchmark's child processes: started in a session of their own, their
+stdout markers handed to :meth:`Child.wait_for`, stopped in order.
 
-- :class:`Child` runs a command in its own session and reads its stdout in a
-  thread; lines that start with a marker (``READY``, ``COUNT``, ``IDLE``,
-  ``EXACT``) and a server's listening line are handed to :meth:`Child.wait_for`.
-- :func:`plan_pinning` puts generators on one CPU and servers on another with
-  ``taskset``.
-- :class:`ProcessTree` sums CPU-seconds and RSS over a process and all its
-  descendants; :class:`TreeSampler` watches its peak RSS in a thread.
+- :class:`Child` reads its stdout in a thread; lines that start with a marker
+  (``READY``, ``COUNT``, ``IDLE``, ``EXACT``) and a server's listening line
+  are handed to :meth:`Child.wait_for`.
 - :func:`stop_all_children` stops every child still running (SIGTERM, then
   SIGKILL of its process group): the entry point calls it on success, errors,
   Ctrl-C and SIGTERM.
@@ -21,31 +18,26 @@ import os
 import queue
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
+from .sessions import kill_process_group, start_in_session
 
 __all__ = [
+    "COUNT_TIMEOUT",
+    "HOST",
+    "STOP_TIMEOUT",
     "Child",
-    "Pinning",
-    "ProcessTree",
-    "TreeSampler",
-    "busy_seconds",
     "log",
-    "plan_pinning",
     "raise_open_files_limit",
     "set_logs_directory",
     "stop_all_children",
-    "wait_until",
 ]
 
 HOST = "127.0.0.1"
@@ -86,21 +78,6 @@ def raise_open_files_limit() -> int:
     return hard
 
 
-def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
-    """Call ``predicate`` until it returns a true value (returned) or ``timeout`` passes (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(interval)
-
-
-# Child processes -------------------------------------------------------------
-
-
 class Child:
     """
     A child process in its own session, with its stdout read by a thread.
@@ -116,17 +93,9 @@ class Child:
         self.name = name
         self.command = command
         self._stderr = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115  lives as long as the child
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-            cwd=cwd,
-            text=True,
-            bufsize=1,
-            # Its own session: a terminal's Ctrl-C reaches only us, and we stop it in order.
-            start_new_session=True,
+        # Its own session: a terminal's Ctrl-C reaches only us, and we stop it in order.
+        self.process = start_in_session(
+            command, stdout=subprocess.PIPE, stderr=self._stderr, env=env, cwd=cwd, text=True, bufsize=1
         )
         _children.append(self)
         self.pid = self.process.pid
@@ -199,21 +168,15 @@ class Child:
         return "\n".join(["--- stdout (last lines):", *stdout, "--- stderr (last lines):", *stderr])
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM, then SIGKILL to its whole process group if it lingers."""
+        """SIGTERM, then SIGKILL to its whole process group if it lingers (and to what it left behind)."""
         if self.alive:
             try:
                 os.kill(self.pid, signal.SIGTERM)
                 self.process.wait(timeout)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 log(f"{self.name} (pid {self.pid}) still running {timeout:g} s after SIGTERM: SIGKILL")
-        try:
-            # The group is the session this child leads: only what we started.
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
+        kill_process_group(self.process)
+        if self.alive:
             log(f"{self.name} (pid {self.pid}) did not exit after SIGKILL")
         if self in _children:
             _children.remove(self)
@@ -233,112 +196,3 @@ def stop_all_children() -> None:
     """Stop every child still running, the most recent first (generators before their servers)."""
     for child in reversed(list(_children)):
         child.stop()
-
-
-# CPU pinning -----------------------------------------------------------------
-
-
-@dataclass
-class Pinning:
-    generator: list[str]
-    """Command prefix for generators: ``taskset -c N`` or nothing."""
-    server: list[str]
-    """Command prefix for servers."""
-    description: str
-    cpus: tuple[int, int] | None = None
-    """(generator CPU, server CPU) when pinned."""
-    available: tuple[int, ...] = ()
-    """Every CPU this process may use."""
-
-
-def plan_pinning() -> Pinning:
-    cpus = tuple(sorted(os.sched_getaffinity(0)))
-    if len(cpus) < 2:
-        return Pinning([], [], f"not pinned: only CPU {cpus} available (server and generator share it)", None, cpus)
-    if shutil.which("taskset") is None:
-        return Pinning([], [], "not pinned: taskset not found (install util-linux)", None, cpus)
-    generator, server = cpus[0], cpus[1]
-    return Pinning(
-        ["taskset", "-c", str(generator)],
-        ["taskset", "-c", str(server)],
-        f"generator on CPU {generator}, server on CPU {server} (taskset); {len(cpus)} CPUs available",
-        (generator, server),
-        cpus,
-    )
-
-
-def busy_seconds() -> list[float]:
-    """Per CPU, the seconds spent on anything but idle and I/O wait since boot."""
-    return [t.user + t.nice + t.system + t.irq + t.softirq + t.steal for t in psutil.cpu_times(percpu=True)]
-
-
-# Process trees ---------------------------------------------------------------
-
-
-class ProcessTree:
-    """
-    A process and its descendants (Locust's forked workers, a ``taskset`` that
-    exec'd), read with psutil. CPU-seconds of a member that exited keep their
-    last value read, so call :meth:`cpu_seconds` at the edges of a window
-    while every member lives.
-    """
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._last_cpu: dict[int, float] = {}
-
-    def members(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def read(self) -> tuple[float, int, dict[int, float]]:
-        """(CPU-seconds of every member ever seen, summed RSS of the live members, CPU-seconds per live pid)."""
-        rss = 0
-        live: dict[int, float] = {}
-        for member in self.members():
-            try:
-                with member.oneshot():
-                    times = member.cpu_times()
-                    memory = member.memory_info().rss
-            except psutil.Error:
-                continue
-            live[member.pid] = times.user + times.system
-            rss += memory
-        self._last_cpu.update(live)
-        return sum(self._last_cpu.values()), rss, live
-
-    def cpu_seconds(self) -> float:
-        return self.read()[0]
-
-    def rss(self) -> int:
-        return self.read()[1]
-
-
-class TreeSampler:
-    """Samples a :class:`ProcessTree` every ``interval`` seconds in a thread: peak RSS, and RSS over time."""
-
-    def __init__(self, tree: ProcessTree, interval: float = 0.25) -> None:
-        self.tree = tree
-        self.interval = interval
-        self.peak_rss = 0
-        self.samples: list[tuple[float, float, int]] = []
-        """(monotonic time, CPU-seconds, RSS)."""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sampler-{tree.pid}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            cpu, rss, live = self.tree.read()
-            if live:
-                self.samples.append((started, cpu, rss))
-                self.peak_rss = max(self.peak_rss, rss)
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)

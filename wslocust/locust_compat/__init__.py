@@ -1,0 +1,50 @@
+"""
+Locust's internals, behind one seam: every patch of Locust (and the one override of its ``@final``
+``User.run``), as a function or class saying why, what it replaces and
+which Locust versions it was read in (2.40.0, 2.43.4, 2.46.6, 2.47.0). :data:`PATCHED` lists every Locust name and
+signature wslocust relies on; ``tests/test_locust_compat.py`` fails, naming the function, when one disappears;
+CI runs it on the oldest Locust ``setup.cfg`` allows (2.46.6) and the newest 2.x. Not in 2.40.0:
+``locust.stats.bucket_response_time`` (2.43.4) and ``CachedResponseTimes.num_none_requests`` (2.46.2).
+
+It imports Locust (and Flask, gevent) only, nothing of wslocust's, so every layer that faces Locust
+(the run's data, the user, the integration, the reporting) calls it rather than touching Locust itself.
+"""
+
+from wslocust.locust_compat.runners import (
+    cache_default_args,
+    dispatcher_spawn_rate,
+    limit_master_heartbeat_timeout,
+    listen_before_runner,
+    wait_for_final_reports_on_quit,
+    wrap_runner_start,
+)
+from wslocust.locust_compat.stats import (
+    extend_print_stats,
+    keep_stats_on_json_output,
+    locust_bucket_response_time,
+    locust_to_dict,
+    patch_response_times,
+    restore_response_times,
+)
+from wslocust.locust_compat.table import PATCHED
+from wslocust.locust_compat.user import SessionUser
+from wslocust.locust_compat.web import refuse_swarms, show_in_web_ui
+
+__all__ = [
+    "PATCHED",
+    "SessionUser",
+    "cache_default_args",
+    "dispatcher_spawn_rate",
+    "extend_print_stats",
+    "keep_stats_on_json_output",
+    "limit_master_heartbeat_timeout",
+    "listen_before_runner",
+    "locust_bucket_response_time",
+    "locust_to_dict",
+    "patch_response_times",
+    "refuse_swarms",
+    "restore_response_times",
+    "show_in_web_ui",
+    "wait_for_final_reports_on_quit",
+    "wrap_runner_start",
+]

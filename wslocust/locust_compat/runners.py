@@ -1,0 +1,145 @@
+"""Locust's runners: workers and masters, starting users, and the order of event listeners."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from locust import argument_parser as locust_argument_parser
+from locust import runners as locust_runners
+
+__all__ = [
+    "cache_default_args",
+    "dispatcher_spawn_rate",
+    "limit_master_heartbeat_timeout",
+    "listen_before_runner",
+    "wait_for_final_reports_on_quit",
+    "wrap_runner_start",
+]
+
+
+# Workers and masters (wslocust.integration.distributed) --------------------------------------
+
+
+def cache_default_args() -> None:
+    """
+    Compute Locust's ``argument_parser.default_args_dict()`` once per process; each caller gets a copy.
+
+    A worker calls it for every option of every "spawn" message, and each call builds a whole parser
+    (10-30 ms): seconds of CPU in the thread that sends heartbeats (in a 16,000-connection ramp the
+    master marked all four workers missing). A run cannot change it. Idempotent.
+    Checked: 2.40.0, 2.43.4, 2.46.6, 2.47.0.
+    """
+    compute = locust_argument_parser.default_args_dict
+    if getattr(compute, "wslocust_cached", False):
+        return
+    computed = functools.cache(compute)
+
+    def default_args_dict() -> dict[str, Any]:
+        return dict(computed())
+
+    default_args_dict.wslocust_cached = True  # type: ignore[attr-defined]
+    locust_argument_parser.default_args_dict = default_args_dict
+
+
+def limit_master_heartbeat_timeout(runner: Any, seconds: float) -> None:
+    """
+    Make a worker quit after ``seconds`` without a heartbeat from its master, except while it stops its users.
+
+    Sets Locust's global ``MASTER_HEARTBEAT_TIMEOUT`` (60 s, read at each check), and suspends it in
+    ``runner.stop``: the message loop reads no heartbeat until every user has stopped (16 s for 12,500
+    connections), a time bounded by ``--stop-timeout`` and close timeouts. Checked: 2.40.0, 2.43.4, 2.46.6, 2.47.0.
+    """
+    locust_runners.MASTER_HEARTBEAT_TIMEOUT = seconds  # type: ignore[assignment]  # an int in Locust; any number works
+    locust_stop = runner.stop
+
+    def stop(*args: Any, **kwargs: Any) -> Any:
+        locust_runners.MASTER_HEARTBEAT_TIMEOUT = float("inf")  # type: ignore[assignment]
+        try:
+            return locust_stop(*args, **kwargs)
+        finally:
+            runner.last_heartbeat_timestamp = time.time()  # the heartbeats that waited are read next
+            locust_runners.MASTER_HEARTBEAT_TIMEOUT = seconds  # type: ignore[assignment]
+
+    runner.stop = stop
+
+
+def wait_for_final_reports_on_quit(runner: Any, extra_seconds: float, on_late: Callable[[list[str]], None]) -> None:
+    """
+    Make a master's ``runner.quit()`` wait until every worker has sent its last report.
+
+    Locust's quit waits 0.5 s for them (locust #1426); a WebSocket worker reports after its replies and
+    close handshakes. A worker's "quit" follows its last report and removes it from ``runner.clients``:
+    wait for that from each worker not missing, up to ``--stop-timeout`` + ``extra_seconds``, then
+    ``on_late(ids still awaited)`` if any, then Locust's quit. Checked: 2.40.0, 2.43.4, 2.46.6, 2.47.0.
+    """
+    locust_quit = runner.quit
+
+    def quit() -> None:
+        runner.stop(send_stop_to_client=False)  # what Locust's quit() does first; a no-op the second time
+        waiting = {node.id for node in runner.clients.all if node.state != locust_runners.STATE_MISSING}
+        for client_id in waiting:
+            runner.send_message("quit", client_id=client_id)
+        deadline = time.monotonic() + (runner.environment.stop_timeout or 0.0) + extra_seconds
+        # Not "missing": a worker closing thousands of connections can miss heartbeats for seconds, and still report.
+        while (left := sorted(c for c in waiting if c in runner.clients)) and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        if left:
+            on_late(left)
+        locust_quit()
+
+    runner.quit = quit
+
+
+# Starting users (wslocust.integration.limits, wslocust.run.pacing) --------------------------
+
+
+def wrap_runner_start(runner: Any, *, admit: Callable[[int, float], bool], before_start: Callable[..., Any]) -> None:
+    """
+    Wrap ``runner.start`` once, for every start of users on a master or a single process.
+
+    Headless starts, swarms, shape ticks and rebalancing all call ``self.start(user_count, spawn_rate)``. In
+    order: ``admit(user_count, spawn_rate)`` (the open-files guard; False: refused, nothing else runs),
+    ``before_start(user_count, spawn_rate)`` (workers' spawn rate), Locust's start. Raises ``RuntimeError``
+    if already wrapped. Checked: 2.40.0, 2.43.4, 2.46.6, 2.47.0.
+    """
+    locust_start = runner.start
+    if getattr(locust_start, "wslocust_wrapped", False):
+        raise RuntimeError("runner.start is already wrapped by wslocust")
+
+    def start(user_count: int, spawn_rate: float, *args: Any, **kwargs: Any) -> Any:
+        if not admit(user_count, spawn_rate):
+            return None
+        before_start(user_count, spawn_rate)
+        return locust_start(user_count, spawn_rate, *args, **kwargs)
+
+    start.wslocust_wrapped = True  # type: ignore[attr-defined]
+    runner.start = start
+
+
+# Events ---------------------------------------------------------------------------------
+
+
+def listen_before_runner(hook: Any, listener: Callable[..., None]) -> None:
+    """
+    Add ``listener`` to an event hook *before* the listeners already there (``EventHook.add_listener`` appends).
+
+    A runner adds its own listeners when it is created, before Locust's ``init``: on a worker,
+    ``report_to_master`` first serializes and *resets* the statistics and empties the error table
+    (``setup_distributed_stats_event_listeners``), so a listener added at ``init`` would read them
+    empty. EventHook has no public way to insert: its ``_handlers`` list. Checked: 2.40.0, 2.43.4, 2.46.6, 2.47.0.
+    """
+    hook._handlers.insert(0, listener)
+
+def dispatcher_spawn_rate(runner: Any) -> float | None:
+    """
+    The users per second a local runner is spawning at (``--spawn-rate``, a shape's, a swarm's), or None.
+
+    Locust keeps no public copy of a local run's rate: its users dispatcher's ``_spawn_rate`` is read
+    (``wslocust.run.pacing`` spreads a burst's connects over it). Checked: 2.40.0, 2.43.4, 2.46.6, 2.47.0.
+    """
+    rate = getattr(getattr(runner, "_users_dispatcher", None), "_spawn_rate", None)
+    return float(rate) if isinstance(rate, (int, float)) else None

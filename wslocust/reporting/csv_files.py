@@ -1,0 +1,72 @@
+"""
+The WebSocket CSV files of ``--csv PREFIX``, beside Locust's (their columns:
+:mod:`wslocust.reporting.reports`): ``PREFIX_websocket.csv`` and
+``PREFIX_websocket_errors.csv`` rewritten at Locust's CSV interval, and
+``PREFIX_websocket_history.csv`` appended to.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+import gevent
+import locust.stats
+
+from wslocust.formatting import category_label
+from wslocust.reporting.reports import ROW_COLUMNS, node_rows, nodes_csv
+
+if TYPE_CHECKING:
+    from wslocust.reporting.live import Live
+
+__all__ = ["CsvFiles", "write_forever"]
+
+
+class CsvFiles:
+    """
+    The three files of one run.
+
+    Args:
+        prefix: Locust's ``--csv`` prefix; the history file is created (and
+            its header written) at once.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.history: IO[str] = open(f"{prefix}_websocket_history.csv", "w", newline="")  # noqa: SIM115  closed at quit
+        self.history_writer = csv.DictWriter(self.history, ("timestamp", *ROW_COLUMNS))
+        self.history_writer.writeheader()
+
+    def write(self, snapshot: dict[str, Any]) -> None:
+        """Rewrite the per-node and error files from ``snapshot``, and append its ``All`` row to the history."""
+        rows = node_rows(snapshot)
+        _rewrite(f"{self.prefix}_websocket.csv", lambda f: f.write(nodes_csv(snapshot)))
+        errors = snapshot["aggregate"]["errors"]
+
+        def write_errors(f: IO[str]) -> None:
+            writer = csv.writer(f)
+            writer.writerow(("category", "error", "count"))
+            for category, count in sorted(errors.items(), key=lambda item: -item[1]):
+                writer.writerow((category, category_label(category), count))
+
+        _rewrite(f"{self.prefix}_websocket_errors.csv", write_errors)
+        self.history_writer.writerow({"timestamp": int(time.time()), **rows[0]})
+        self.history.flush()
+
+    def close(self) -> None:
+        """Close the history file (after the last :meth:`write`)."""
+        self.history.close()
+
+
+def _rewrite(path: str, write: Callable[[IO[str]], Any]) -> None:
+    with open(path, "w", newline="") as f:
+        write(f)
+
+
+def write_forever(files: CsvFiles, live: Live) -> None:
+    """Write the files at Locust's CSV interval; runs in a greenlet until the end of the run."""
+    while True:
+        gevent.sleep(locust.stats.CSV_STATS_INTERVAL_SEC)
+        files.write(live.snapshot())

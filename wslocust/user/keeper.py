@@ -1,0 +1,349 @@
+"""
+Connection keeping of :class:`~wslocust.user.websocket_user.WebSocketUser`: connect, reconnect with
+backoff, retire a connection at the end of its lifetime (churn), ping, and say goodbye on stop.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import gevent
+import gevent.event
+from gevent import GreenletExit
+from locust.exception import StopUser
+
+from wslocust.codec.uri import WsURI, parse_uri
+from wslocust.exceptions import (
+    ConfigurationError,
+    ConnectionClosed,
+    ConnectTimeout,
+    PingTimeout,
+    WsLocustError,
+    connection_closed,
+)
+from wslocust.run import settings
+from wslocust.run.state import run_state
+from wslocust.transport.connection import Connection, Proxy
+from wslocust.user.state import ConnectionState
+from wslocust.user.ticks import PeriodicMessages
+
+__all__ = ["ConnectionKeeper"]
+
+perf_counter = time.perf_counter
+
+
+class ConnectionKeeper(PeriodicMessages):
+    """
+    The life of a user's connections (a mixin of :class:`~wslocust.user.websocket_user.WebSocketUser`):
+    it starts and stops the periodic messages, and fails the requests a lost connection leaves pending.
+
+    :meth:`_keep_connected` runs in the user's session greenlet until the user stops or gives up;
+    :meth:`_shutdown` ends it.
+    """
+
+    # From the rest of WebSocketUser (more in Messaging and PeriodicMessages): its documented settings,
+    # Locust's greenlet and the state its __init__ creates.
+    greenlet: Any
+    host: str | None
+    proxy: str | None
+    headers: ClassVar[dict[str, str] | None]
+    subprotocols: ClassVar[Sequence[str]]
+    origin: str | None
+    verify_tls: bool
+    max_message_size: int | None
+    validate_utf8: bool
+    close_timeout: float
+    reconnect: bool
+    reconnect_delay: float
+    reconnect_max_delay: float
+    max_reconnect_attempts: int
+    connection_lifetime: float | None
+    ping_interval: float
+    ping_timeout: float
+    _ready: gevent.event.Event
+    _session: gevent.Greenlet | None
+    _pongs: dict[bytes, gevent.event.AsyncResult]
+    _start_turn: Any
+
+    if TYPE_CHECKING:
+
+        def on_start(self) -> None: ...
+
+        def on_stop(self) -> None: ...
+
+        def _run_hook(self, hook: Any) -> None: ...
+
+    def _target(self) -> WsURI:
+        return parse_uri(self.host or settings.default_target(self.environment))
+
+    def _keep_connected(self) -> None:
+        failed_attempts = 0
+        first = True
+        try:
+            uri = self._target()
+            proxy = Proxy.from_url(self.proxy) if self.proxy else None
+        except ConfigurationError as exc:
+            self._fail("connect", exc)
+            self._give_up()
+            return
+        headers = list((self.headers or {}).items())
+        if self._start_turn is not None:
+            # Users started together connect one after another, not all in the same instant.
+            run_state(self.environment).start_pacer.wait_turn(*self._start_turn)
+        while not self._stopping:
+            name = "connect" if first else "reconnect"
+            connection = Connection(
+                uri,
+                on_message=self._on_message,
+                on_pong=self._on_pong,
+                max_message_size=self.max_message_size,
+                validate_utf8=self.validate_utf8,
+                close_timeout=self.close_timeout,
+            )
+            counters = self.counters
+            counters.connect_attempts += 1
+            started = perf_counter()
+            self._opening = True
+            try:
+                self._open_connection(connection, headers, proxy)
+            except WsLocustError as exc:
+                counters.connects_failed += 1
+                self._fail(name, exc, response_time=(perf_counter() - started) * 1000)
+                failed_attempts += 1
+                if self._stopping:
+                    return
+                if not self.reconnect or failed_attempts > self.max_reconnect_attempts:
+                    self._give_up()
+                    return
+                self._set_state(ConnectionState.RECONNECTING if not first else ConnectionState.CONNECTING)
+                self._backoff(failed_attempts)
+                continue
+            finally:
+                self._opening = False
+            elapsed = (perf_counter() - started) * 1000
+            counters.connects_succeeded += 1
+            if not first:
+                counters.reconnects += 1
+            self._fire(
+                request_type="WS", name=name, response_time=elapsed, response_length=0, exception=None, context={}
+            )
+            first = False
+            failed_attempts = 0
+            self._correlator.new_connection()
+            self.connection = connection
+            self._set_state(ConnectionState.OPEN)
+            self._open.set()
+            self._ready.set()
+            if self._stopping:  # stopped during the upgrade (see _shutdown): counted, then closed
+                connection.close(timeout=self.close_timeout)
+                return
+            if self._holding:
+                if name == "connect":
+                    gevent.spawn(self._run_hook, self.on_start)  # it may wait for replies: not in the receiver
+                self._start_ticking()
+            pinger = gevent.spawn(self._ping_forever, connection) if self.ping_interval > 0 else None
+            retirer = self._retire_later(connection, name == "connect")
+            try:
+                closed = connection.receive_forever()
+            except Exception as exc:  # noqa: BLE001 - reported; the user reconnects instead of dying
+                self._report_user_error(exc)
+                connection.abort()
+                closed = connection_closed(1006)
+            finally:
+                # Also when the user is stopped in the middle of receiving: a pinger left
+                # behind would report a missing pong after the run.
+                self._stop_ticking()
+                if pinger is not None:
+                    pinger.kill(block=False)
+                if retirer is not None and not self._retiring:
+                    retirer.kill(block=False)
+            self._open.clear()
+            if self._stopping:
+                return
+            if self._retiring:  # closed by _retire: not a failure; reconnect at once
+                self._retiring = False
+                counters.closed += 1
+                self._fail_pending(closed)
+                continue
+            counters.disconnects += 1
+            self._fail("disconnect", closed)
+            self._fail_pending(closed)
+            if not self.reconnect:
+                self._give_up()
+                return
+            self._set_state(ConnectionState.RECONNECTING)
+            self._backoff(1)
+
+    def _open_connection(self, connection: Connection, headers: list[tuple[str, str]], proxy: Proxy | None) -> None:
+        options = {
+            "timeout": self.connect_timeout,
+            "headers": headers,
+            "subprotocols": self.subprotocols,
+            "origin": self.origin,
+            "verify_tls": self.verify_tls,
+            "source_address": run_state(self.environment).next_source_address(),
+            "proxy": proxy,
+        }
+        if self._session is not gevent.getcurrent() or not self._holding:
+            connection.open(**options)  # _shutdown lets an upgrade under way finish
+            return
+        # This greenlet is the user's own, which Locust may kill at any time. Killed half-way
+        # through an upgrade, the server would count a connection that the user never did:
+        # the upgrade runs in a greenlet of its own and is let finish.
+        opener = gevent.spawn(_returning_errors, connection.open, options)
+        try:
+            opener.join()
+        except GreenletExit:
+            self._stopping = True
+            opener.join(self.close_timeout)
+            if not opener.ready():
+                opener.kill()
+        error = opener.value if opener.ready() else GreenletExit()
+        if isinstance(error, GreenletExit):  # the upgrade did not finish in close_timeout: a failed attempt
+            raise ConnectTimeout(f"stopped during the upgrade, after {self.close_timeout:g} s")
+        if error is not None:
+            raise error
+
+    def _backoff(self, attempt: int) -> None:
+        delay = min(self.reconnect_max_delay, self.reconnect_delay * 2 ** (attempt - 1))
+        delay *= settings.time_scale(self.environment)
+        gevent.sleep(delay / 2 + random.uniform(0, delay / 2))
+
+    # Connection lifetime (churn) ----------------------------------------------
+
+    _retiring = False
+    """True from the end of a connection's lifetime until the next connection opens."""
+    _opening = False
+    """True while the session greenlet is in ``Connection.open()``."""
+
+    def _retire_later(self, connection: Connection, first: bool) -> gevent.Greenlet | None:
+        schedule = run_state(self.environment).schedule
+        if schedule is not None and schedule.lifetime is not None:
+            lifetime: float | None = schedule.lifetime
+        elif self.connection_lifetime is not None:
+            lifetime = self.connection_lifetime * settings.time_scale(self.environment)
+        else:
+            lifetime = None
+        if lifetime is None:
+            return None
+        if first:
+            lifetime = random.uniform(0, lifetime)
+        return gevent.spawn_later(lifetime, self._retire, connection)
+
+    def _retire(self, connection: Connection) -> None:
+        """End of the connection's lifetime: let in-flight replies arrive, then close it cleanly."""
+        self._retiring = True
+        self._open.clear()  # new messages wait for the next connection
+        self._set_state(ConnectionState.RECONNECTING)
+        if self._correlator.pending:
+            self._drained.clear()
+            self._drained.wait(self.close_timeout)
+        connection.close(timeout=self.close_timeout)
+
+    def _give_up(self) -> None:
+        running_tasks = self._ready.is_set() and not self._holding
+        self._set_state(ConnectionState.FAILED)
+        self._ready.set()
+        if running_tasks:
+            self.greenlet.kill(StopUser(), block=False)
+
+    def _fail_pending(self, closed: ConnectionClosed) -> None:
+        for pending in self._correlator.fail_all():
+            self._fail(pending.name, closed)
+            if pending.blocking:
+                self._wake_soon(pending)
+
+    # Ping ----------------------------------------------------------------------
+
+    def _ping_forever(self, connection: Connection) -> None:
+        sequence = 0
+        while True:
+            gevent.sleep(self.ping_interval)
+            sequence += 1
+            data = sequence.to_bytes(8, "big")
+            pong = gevent.event.AsyncResult()
+            self._pongs[data] = pong
+            sent_at = perf_counter()
+            try:
+                connection.send_ping(data)
+            except ConnectionClosed:
+                return
+            received_at = pong.wait(self.ping_timeout)
+            self._pongs.pop(data, None)
+            if received_at is None:
+                self._fail("ping", PingTimeout(f"no pong within {self.ping_timeout:g} s"))
+                connection.abort()  # the session greenlet sees the close and reconnects
+                return
+            self._fire(
+                request_type="WS",
+                name="ping",
+                response_time=(received_at - sent_at) * 1000,
+                response_length=0,
+                exception=None,
+                context={},
+            )
+
+    def _on_pong(self, data: bytes, received_at: float) -> None:
+        waiter = self._pongs.pop(data, None)
+        if waiter is not None:
+            waiter.set(received_at)
+
+    # Stop ----------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        self._stop_ticking()
+        connection = self.connection
+        session = self._session
+        receiver = None
+        if session is gevent.getcurrent():
+            # A user without tasks: this greenlet received until Locust stopped it. Another
+            # one receives the last replies and the close while on_stop runs and we drain.
+            if connection is not None and connection.closed is None:
+                receiver = gevent.spawn(connection.receive_forever)
+            if self.state is not ConnectionState.FAILED:
+                self._run_hook(self.on_stop)
+        if connection is not None and connection.closed is None:
+            if self._correlator.pending:
+                self._drained.clear()
+                self._drained.wait(self.close_timeout)
+            connection.close(timeout=self.close_timeout)
+        if receiver is not None:
+            receiver.kill(block=True)
+        if session is not None and not session.dead and session is not gevent.getcurrent():
+            if self._opening:
+                # Let an upgrade under way finish: killed half-way, the server would count a
+                # connection that the user never did (a churning run stops in many upgrades).
+                session.join(self.close_timeout)
+            session.kill(block=True)
+        self._correlator.discard_all()  # counted in replies_in_flight_at_stop
+        if self.state is not ConnectionState.FAILED:
+            self._set_state(ConnectionState.CLOSED)
+            if self.connection is not None:
+                self.counters.closed += 1
+
+    # Bookkeeping -------------------------------------------------------------
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state is not self.state:
+            self._counters_state(self.state, state)
+            self.state = state
+
+    def _counters_state(self, old: ConnectionState | None, new: ConnectionState) -> None:
+        counters = self.counters
+        if old is not None and old is not ConnectionState.CLOSED:
+            setattr(counters, old.value, getattr(counters, old.value) - 1)
+        if new is not ConnectionState.CLOSED:
+            setattr(counters, new.value, getattr(counters, new.value) + 1)
+
+
+def _returning_errors(call: Any, options: dict[str, Any]) -> BaseException | None:
+    """Run ``call(**options)`` in a greenlet and return its exception: gevent would print it."""
+    try:
+        call(**options)
+    except Exception as exc:  # noqa: BLE001 - handed to the waiting greenlet, which raises it
+        return exc
+    return None

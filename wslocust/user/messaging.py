@@ -1,0 +1,207 @@
+"""
+Requests and replies over a user's current connection: sending, waiting, waking and dispatching.
+
+The books (which reply answers which request, what came back wrong) are kept by
+:class:`~wslocust.user.correlation.Correlator`; this part does the I/O around them: it sends on the
+connection, switches a blocked greenlet out until its reply or its timeout, wakes it from the hub,
+fires Locust's events, and hands every received message to the request it answers or to ``on_message``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import gevent.event
+
+from wslocust.exceptions import ConnectionClosed, ReceiveTimeout, connection_closed
+from wslocust.user.state import ConnectionState
+
+if TYPE_CHECKING:
+    from wslocust.run.counters import WsCounters
+    from wslocust.transport.connection import Connection
+    from wslocust.user.correlation import Correlator, Pending
+
+__all__ = ["Messaging", "payload_size"]
+
+perf_counter = time.perf_counter
+
+
+class Messaging:
+    """The request/reply machinery of :class:`~wslocust.user.websocket_user.WebSocketUser` (a mixin)."""
+
+    # From the rest of WebSocketUser.
+    connection: Connection | None
+    state: ConnectionState
+    counters: WsCounters
+    connect_timeout: float
+    reply_timeout: float
+    in_flight: int
+    message_size: int
+    _correlator: Correlator
+    _fire: Any
+    _hub: Any
+    _open: gevent.event.Event
+    _drained: gevent.event.Event
+    _holding: bool
+    _stopping: bool
+    _retiring: bool
+
+    if TYPE_CHECKING:
+
+        def on_message(self, message: str | bytes) -> None: ...
+
+        def reply_key(self, message: str | bytes) -> Hashable: ...
+
+        def _fill_window(self) -> None: ...  # PeriodicMessages, built on this class
+
+        def _fail(self, name: str, exception: Exception, response_time: float | None = None) -> None: ...
+
+        def _report_user_error(self, exception: Exception) -> None: ...
+
+    # Waiting for a reply -------------------------------------------------------
+
+    _reply_timer: Any = None
+    """One repeating libev timer per user for the waits of its blocking requests, kept from one to the next."""
+    _reply_timer_limit = 0.0
+
+    def _round_trip(
+        self, payload: str | bytes, match: Hashable, name: str, timeout: float | None, sequence: int
+    ) -> Any:
+        pending = self._start_request(payload, match, name, perf_counter(), True, sequence)
+        if pending is None:
+            return None
+        limit = self.reply_timeout if timeout is None else timeout
+        if not pending.done:
+            self._sleep_until_done(pending, limit)
+        if pending.done:
+            return pending.reply
+        if self._correlator.time_out(pending):
+            self._fail_timed_out(pending, limit)
+        return None
+
+    def _fail_timed_out(self, pending: Pending, limit: float) -> None:
+        """Record ``pending``, timed out after ``limit`` seconds, as a failure of its own."""
+        self._fail(pending.name, ReceiveTimeout(f"no reply within {limit:g} s"), response_time=limit * 1000)
+
+    def _sleep_until_done(self, pending: Pending, limit: float) -> None:
+        # A bare switch to the hub, woken by _wake: an Event and a Timeout per round
+        # trip cost more than the rest of the user's bookkeeping together.
+        timer = self._reply_timer
+        if timer is None or self._reply_timer_limit != limit:
+            if timer is not None:
+                timer.close()
+            # Repeating, for again(): a stopped libev timer keeps only its remaining time, so
+            # start() would reuse what is left of the previous wait; again() starts a full one.
+            timer = self._reply_timer = self._hub.loop.timer(limit, limit)
+            self._reply_timer_limit = limit
+        pending.waiter = gevent.getcurrent()
+        timer.again(self._wake, pending)
+        try:
+            self._hub.switch()
+        finally:
+            timer.stop()
+            pending.waiter = None
+
+    @staticmethod
+    def _wake(pending: Pending) -> None:
+        """Resume the greenlet sleeping on ``pending`` (runs in the hub; later calls do nothing)."""
+        waiter = pending.waiter
+        if waiter is not None:
+            pending.waiter = None
+            waiter.switch()
+
+    def _wake_soon(self, pending: Pending) -> None:
+        """Wake the greenlet sleeping on ``pending`` (now done), if any, from the hub."""
+        if pending.waiter is not None:
+            self._hub.loop.run_callback(self._wake, pending)
+
+    # Sending -----------------------------------------------------------------
+
+    def _start_request(
+        self,
+        payload: str | bytes,
+        match: Hashable,
+        name: str,
+        scheduled_at: float,
+        blocking: bool,
+        sequence: int = 0,
+        block: bool = True,
+    ) -> Pending | None:
+        connection = self._connection_for_send(name)
+        if connection is None:
+            return None
+        correlator = self._correlator
+        pending = correlator.add(match, name, scheduled_at, blocking, sequence)
+        try:
+            if type(payload) is str:
+                connection.send_text(payload, block=block)
+            else:
+                connection.send_binary(payload, block=block)  # type: ignore[arg-type]
+        except ConnectionClosed as exc:
+            # Never sent, so not lost either: a failure of its own.
+            correlator.forget(pending)
+            self._fail(name, exc)
+            return None
+        counters = self.counters
+        counters.messages_sent += 1
+        counters.bytes_sent += payload_size(payload)
+        return pending
+
+    def _connection_for_send(self, name: str) -> Connection | None:
+        connection = self.connection
+        if self.state is ConnectionState.OPEN and connection is not None:
+            return connection
+        # Wait out a reconnect rather than failing every message sent meanwhile.
+        if self._open.wait(self.connect_timeout) and self.connection is not None:
+            return self.connection
+        last = self.connection.closed if self.connection is not None else None
+        self._fail(name, last or connection_closed(1006))
+        return None
+
+    # Receiving (runs in the session greenlet) --------------------------------
+
+    def _on_message(self, message: str | bytes, received_at: float) -> None:
+        counters = self.counters
+        counters.messages_received += 1
+        size = payload_size(message)
+        counters.bytes_received += size
+        correlator = self._correlator
+        if correlator.pending:
+            try:
+                pending = correlator.match(self.reply_key(message), message)
+            except Exception:  # noqa: BLE001 - a message reply_key cannot parse is a server push
+                pending = None
+            if pending is not None:
+                self._fire(
+                    request_type="WS",
+                    name=pending.name,
+                    response_time=(received_at - pending.scheduled_at) * 1000,
+                    response_length=size,
+                    exception=None,
+                    context={},
+                )
+                if pending.blocking:
+                    self._wake_soon(pending)
+                elif self._holding and self.in_flight > 0 and not self._retiring:
+                    self._fill_window()  # closed loop: the next one leaves at once
+                if not correlator.pending and (self._stopping or self._retiring):
+                    self._drained.set()
+                return
+        if correlator.count_late_or_duplicate(message, self.message_size):
+            return
+        counters.unsolicited_received += 1
+        try:
+            self.on_message(message)
+        except Exception as exc:  # noqa: BLE001 - a bug in a hook must not take the connection down
+            self._report_user_error(exc)
+
+
+def payload_size(payload: str | bytes) -> int:
+    """Bytes of a message's payload on the wire (text as UTF-8)."""
+    # isascii() is O(1) on str: most text needs no encoding to be measured.
+    if type(payload) is str and not payload.isascii():
+        return len(payload.encode())
+    return len(payload)
