@@ -20,7 +20,6 @@ Every test that starts Locust goes through :class:`LocustProcess`, or
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from helpers import REPO_ROOT, subprocess_environment, with_open_files_limit
 
-from benchmarks.processes import CapturedProcess, free_port, wait_for_group
+from benchmarks.processes import CapturedProcess, free_port, json_documents, wait_for_group
 
 __all__ = [
     "LocustProcess",
@@ -64,13 +63,7 @@ def master_json_stats(stdout: str) -> dict[str, dict]:
     With ``--processes`` (or ``WORKERS``) each forked worker prints its own
     empty ``--json`` list on the same stdout, so the non-empty one is taken.
     """
-    decoder, index, documents = json.JSONDecoder(), 0, []
-    while index < len(stdout):
-        if stdout[index].isspace():
-            index += 1
-            continue
-        document, index = decoder.raw_decode(stdout, index)
-        documents.append(document)
+    documents = json_documents(stdout)
     [entries] = [document for document in documents if document] or [[]]
     return {entry["name"]: entry for entry in entries}
 

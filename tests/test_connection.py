@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import gevent
+import gevent.socket
 import pytest
 from gevent.server import StreamServer
 from helpers import wait_for
@@ -54,7 +55,8 @@ class ConnectProxy:
             )
             return
         host, port = head.split(b" ")[1].rsplit(b":", 1)
-        upstream = socket.create_connection((host.decode(), int(port)))
+        # gevent's socket: this process is not monkey-patched, and a blocking recv would stop every greenlet.
+        upstream = gevent.socket.create_connection((host.decode(), int(port)))
         client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         pumps = [
             gevent.spawn(self.pump, client, upstream),

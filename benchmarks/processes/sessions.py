@@ -20,6 +20,7 @@ The one place for these helpers: the benchmarks and the tests
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -37,6 +38,7 @@ __all__ = [
     "CapturedProcess",
     "free_port",
     "group_members",
+    "json_documents",
     "kill_process_group",
     "start_in_session",
     "stop_process_group",
@@ -45,6 +47,18 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def json_documents(text: str) -> list[Any]:
+    """Every JSON document in ``text``, in order: Locust's ``--json`` with ``--processes`` prints one per process."""
+    decoder, index, documents = json.JSONDecoder(), 0, []
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        document, index = decoder.raw_decode(text, index)
+        documents.append(document)
+    return documents
 
 
 def free_port(host: str = "127.0.0.1") -> int:

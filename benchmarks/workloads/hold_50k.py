@@ -47,6 +47,7 @@ from ..processes import (
     Child,
     Pinning,
     ProcessTree,
+    json_documents,
     log,
     raise_open_files_limit,
     wait_until,
@@ -332,13 +333,7 @@ def _mb(rss: int) -> float:
 
 def _locust_statistics(stdout: str) -> dict[str, dict[str, Any]]:
     """The master's ``--json`` entries by request name, from every process's document on stdout."""
-    decoder, index, documents = json.JSONDecoder(), 0, []
-    while index < len(stdout):
-        if stdout[index].isspace():
-            index += 1
-            continue
-        document, index = decoder.raw_decode(stdout, index)
-        documents.append(document)
+    documents = json_documents(stdout)
     # With --processes, every worker prints its own (small) --json too: the master's has the most requests.
     entries = max(
         documents, key=lambda d: sum(e.get("num_requests", 0) for e in d) if isinstance(d, list) else -1, default=[]

@@ -21,8 +21,9 @@ sum of snapshots, which :meth:`~wslocust.run.counters.WsCounters.merge` makes
 associative and commutative.
 
 Fields whose types live in higher layers (the embedded server, the live
-metrics, thresholds, CSV files) are annotated through ``TYPE_CHECKING``
-imports only: this module stays below them.
+metrics, thresholds, CSV files) are typed ``Any`` and name their class in
+their docstring: this module imports nothing above it, not even for type
+checking, so the import graph has no circle.
 """
 
 from __future__ import annotations
@@ -38,10 +39,6 @@ from wslocust.run.schedule import Schedule
 if TYPE_CHECKING:
     import gevent
 
-    from wslocust.reporting.csv_files import CsvFiles
-    from wslocust.reporting.live import Live
-    from wslocust.reporting.thresholds import Result, Threshold
-    from wslocust.server import ReferenceServer
     from wslocust.transport.addresses import SourceAddresses
 
 __all__ = [
@@ -157,20 +154,22 @@ class RunState:
     """On a master: each worker that connected or reported, by client id."""
     schedule: Schedule | None = None
     """The schedule the run's shape published, None without a wslocust shape."""
-    embedded_server: ReferenceServer | None = None
-    """The reference server started when no target was given, None otherwise."""
+    embedded_server: Any = None
+    """The :class:`wslocust.server.ReferenceServer` started when no target was given, None otherwise."""
     source_addresses: SourceAddresses | None = None
     """This process's rotation over ``--ws-source-addresses``, None when the kernel chooses."""
-    live: Live | None = None
-    """The live metrics (on a master or a single process; on a worker, what it reports)."""
-    thresholds: list[Threshold] | None = None
-    """The parsed ``--ws-thresholds``, None without any."""
-    threshold_results: list[Result] | None = None
-    """The thresholds evaluated at the end of the run, None before."""
+    live: Any = None
+    """The :class:`wslocust.reporting.live.Live` metrics (on a master or a single process; on a worker, what it
+    reports), None before ``init``."""
+    thresholds: list[Any] | None = None
+    """The parsed ``--ws-thresholds`` (:class:`wslocust.reporting.thresholds.Threshold`), None without any."""
+    threshold_results: list[Any] | None = None
+    """The thresholds evaluated at the end of the run (:class:`wslocust.reporting.thresholds.Result`), None
+    before."""
     recovery: Recovery | None = None
     """The error-recovery measurement of an ``ErrorRecovery`` shape, None before (or without one)."""
-    csv_files: CsvFiles | None = None
-    """The ``--csv`` WebSocket files, None without ``--csv``."""
+    csv_files: Any = None
+    """The ``--csv`` WebSocket files (:class:`wslocust.reporting.csv_files.CsvFiles`), None without ``--csv``."""
     abort_checker: gevent.Greenlet | None = None
     """The greenlet that stops the run at a threshold's first breach (``--ws-thresholds-abort``), killed at
     ``quitting``, before the thresholds' verdict."""

@@ -178,7 +178,7 @@ class ConnectionKeeper(PeriodicMessages):
             self._backoff(1)
 
     def _open_connection(self, connection: Connection, headers: list[tuple[str, str]], proxy: Proxy | None) -> None:
-        options = {
+        options: dict[str, Any] = {
             "timeout": self.connect_timeout,
             "headers": headers,
             "subprotocols": self.subprotocols,

@@ -145,10 +145,13 @@ class Messaging:
             correlator.forget(pending)
             self._fail(name, exc)
             return None
+        self._count_sent(payload)
+        return pending
+
+    def _count_sent(self, payload: str | bytes) -> None:
         counters = self.counters
         counters.messages_sent += 1
         counters.bytes_sent += payload_size(payload)
-        return pending
 
     def _connection_for_send(self, name: str) -> Connection | None:
         connection = self.connection

@@ -42,7 +42,6 @@ from wslocust.run.state import run_state
 from wslocust.transport.connection import Connection
 from wslocust.user.correlation import Correlator
 from wslocust.user.keeper import ConnectionKeeper
-from wslocust.user.messaging import payload_size
 from wslocust.user.state import ConnectionState
 
 __all__ = ["ConnectionState", "WebSocketUser"]
@@ -218,9 +217,7 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
         except ConnectionClosed as exc:
             self._fail(name, exc)
             return False
-        counters = self.counters
-        counters.messages_sent += 1
-        counters.bytes_sent += payload_size(payload)
+        self._count_sent(payload)
         return True
 
     def echo(self, payload: str | bytes | None = None, name: str = "echo", timeout: float | None = None) -> Any:
