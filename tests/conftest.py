@@ -1,3 +1,15 @@
+"""
+Fixtures shared by the tests.
+
+The tests run in-process servers and users as greenlets beside blocking
+clients (websocket-client, urllib): gevent must patch the standard library
+before anything imports it, as Locust does when a locustfile is loaded.
+``import wslocust`` no longer imports Locust (its public names load on first
+use), so this file does it, first, whatever test file runs alone.
+"""
+
+import locust  # noqa: F401  isort:skip  # gevent's monkey patching, before socket is imported anywhere
+
 import socket
 import sys
 

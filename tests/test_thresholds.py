@@ -88,7 +88,7 @@ def environment_with(run_summary: dict | None = None) -> SimpleNamespace:
     stats.log_error("WS", "connect", "refused")
     summary = {"cpu_per_1k": 3.5, "mem_per_10k": 1.5e9, "peak_open": 10, "msg_rate": 950.0, "cpu_max": 40.0}
     summary.update(run_summary or {})
-    environment = SimpleNamespace(runner=SimpleNamespace(stats=stats))
+    environment = SimpleNamespace(stats=stats, runner=SimpleNamespace(stats=stats))
     run_state(environment).live = SimpleNamespace(run_summary=lambda: summary)
     return environment
 

@@ -85,7 +85,7 @@ Message handlers (Locust custom messages): ``wslocust_schedule`` (worker),
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from locust import events
@@ -101,10 +101,13 @@ from wslocust.reporting.live import Live, tick_forever
 from wslocust.run.pacing import tell_workers_their_rate
 from wslocust.run.state import REPORT_KEY, RunState, run_state, worker_report
 
+if TYPE_CHECKING:
+    from locust.env import Environment
+
 __all__: list[str] = []
 
 
-def _on_init(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any) -> None:
+def _on_init(environment: Environment, runner: Any = None, web_ui: Any = None, **_: Any) -> None:
     runner = environment.runner
     state = run_state(environment)
     is_worker = isinstance(runner, WorkerRunner)
@@ -162,7 +165,7 @@ def _on_init(environment: Any, runner: Any = None, web_ui: Any = None, **_: Any)
     _add_listeners(environment, state, live)
 
 
-def _guard_open_files(environment: Any, runner: Any, state: RunState, web_ui: Any) -> None:
+def _guard_open_files(environment: Environment, runner: Any, state: RunState, web_ui: Any) -> None:
     if isinstance(runner, MasterRunner):
         runner.register_message(
             limits.OPEN_FILES_MESSAGE, lambda msg, **_: limits.receive_open_files(state, msg.node_id, msg.data)
@@ -182,7 +185,7 @@ def _guard_open_files(environment: Any, runner: Any, state: RunState, web_ui: An
         locust_compat.refuse_swarms(web_ui, limits.swarm_refusal(environment))
 
 
-def _set_up_outputs(environment: Any, state: RunState, live: Live) -> None:
+def _set_up_outputs(environment: Environment, state: RunState, live: Live) -> None:
     locust_compat.extend_print_stats(lambda stats, current: reports.print_console_lines(live, stats, current))
     locust_compat.keep_stats_on_json_output()
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
@@ -191,7 +194,7 @@ def _set_up_outputs(environment: Any, state: RunState, live: Live) -> None:
         state.greenlets.append(gevent.spawn(csv_files.write_forever, files, live))
 
 
-def _add_listeners(environment: Any, state: RunState, live: Live) -> None:
+def _add_listeners(environment: Environment, state: RunState, live: Live) -> None:
     runner = environment.runner
     is_worker = isinstance(runner, WorkerRunner)
     is_master = isinstance(runner, MasterRunner)
@@ -249,7 +252,7 @@ def _add_listeners(environment: Any, state: RunState, live: Live) -> None:
     hooks.quit.add_listener(on_quit)
 
 
-def _on_quitting(environment: Any, **_: Any) -> None:
+def _on_quitting(environment: Environment, **_: Any) -> None:
     # After the master's own "quitting" listener (fired in reverse order), which
     # waits for the workers' final reports: the figures are final.
     state = run_state(environment)

@@ -35,13 +35,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from locust.runners import STATE_MISSING, MasterRunner
 
 from wslocust.run.counters import WsCounters
 from wslocust.run.state import RunState, run_state
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = [
     "FINAL_REPORT_TIMEOUT",
@@ -99,7 +102,7 @@ class WorkerReport:
         }
 
 
-def worker_reports(environment: Any) -> list[WorkerReport]:
+def worker_reports(environment: Environment) -> list[WorkerReport]:
     """
     Every worker that is connected or ever reported, by index.
 
@@ -182,7 +185,7 @@ def _clock(timestamp: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(timestamp))
 
 
-def log_missing_workers(environment: Any) -> None:
+def log_missing_workers(environment: Environment) -> None:
     """At the end of a master's run: one line naming the missing workers whose last report is in the totals."""
     missing = [report for report in worker_reports(environment) if report.state == STATE_MISSING]
     if not missing:
@@ -200,7 +203,7 @@ def log_missing_workers(environment: Any) -> None:
     )
 
 
-def log_late_workers(environment: Any, late: list[str]) -> None:
+def log_late_workers(environment: Environment, late: list[str]) -> None:
     """The workers whose last report did not come before the master quit (``on_late`` of the quit wrapper)."""
     limit = (environment.stop_timeout or 0.0) + FINAL_REPORT_TIMEOUT
     logger.warning(

@@ -35,7 +35,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from locust.runners import STATE_INIT, STATE_MISSING, STATE_STOPPED, MasterRunner
@@ -44,6 +44,9 @@ from wslocust.exceptions import ConfigurationError
 from wslocust.integration.shapes import Stages
 from wslocust.integration.startup import stop_at_start
 from wslocust.run.state import RunState, run_state
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = [
     "HEADROOM",
@@ -114,7 +117,7 @@ def open_files_limit() -> int:
     return 2**31 if soft == resource.RLIM_INFINITY else soft
 
 
-def own_capacity(environment: Any) -> Capacity:
+def own_capacity(environment: Environment) -> Capacity:
     """This process's capacity: two descriptors per user when it runs users and the embedded server."""
     serves_itself = run_state(environment).embedded_server is not None and not isinstance(
         environment.runner, MasterRunner
@@ -125,7 +128,7 @@ def own_capacity(environment: Any) -> Capacity:
 # What a run asks for ------------------------------------------------------------
 
 
-def requested_at_start(environment: Any) -> int | None:
+def requested_at_start(environment: Environment) -> int | None:
     """
     The most users a headless run will ask for, when known at start: the largest
     stage of a :class:`~wslocust.integration.shapes.Stages` shape, or ``-u``. None when only
@@ -153,7 +156,7 @@ def _shape_maximum(shape: Any) -> int | None:
 # The check ---------------------------------------------------------------------------
 
 
-def refusal(environment: Any, users: int, *, forked_workers: int | None = None) -> str | None:
+def refusal(environment: Environment, users: int, *, forked_workers: int | None = None) -> str | None:
     """
     Why ``users`` users cannot run within the open-files limits, as one line; None if they fit.
 
@@ -186,7 +189,7 @@ def refusal(environment: Any, users: int, *, forked_workers: int | None = None) 
     return _workers_line(users, len(workers), share, name, smallest, forked=bool(forked_workers))
 
 
-def _worker_capacities(environment: Any, runner: MasterRunner) -> dict[str, Capacity]:
+def _worker_capacities(environment: Environment, runner: MasterRunner) -> dict[str, Capacity]:
     workers = run_state(environment).workers
     present = [node.id for node in runner.clients.values() if node.state != STATE_MISSING]
 
@@ -257,7 +260,7 @@ def _processes_needed(users: int, capacity: Capacity) -> int:
 # Where the run asks ----------------------------------------------------------------------
 
 
-def check_at_start(environment: Any) -> None:
+def check_at_start(environment: Environment) -> None:
     """Exit with one line when the users a headless run will ask for cannot fit (see :func:`requested_at_start`)."""
     users = requested_at_start(environment)
     if users is None:
@@ -267,7 +270,7 @@ def check_at_start(environment: Any) -> None:
         stop_at_start(environment, line)
 
 
-def _forked_workers(environment: Any) -> int | None:
+def _forked_workers(environment: Environment) -> int | None:
     """How many workers a master forked on this host (``--processes``), else None."""
     if not isinstance(environment.runner, MasterRunner) or environment.parsed_options is None:
         return None
@@ -282,7 +285,7 @@ class StartGuard:
     :func:`wslocust.locust_compat.wrap_runner_start`.
     """
 
-    def __init__(self, environment: Any, runner: Any) -> None:
+    def __init__(self, environment: Environment, runner: Any) -> None:
         self._environment = environment
         self._runner = runner
         self._reported: set[str] = set()
@@ -309,7 +312,7 @@ class StartGuard:
         return False
 
 
-def swarm_refusal(environment: Any) -> Callable[[int], str | None]:
+def swarm_refusal(environment: Environment) -> Callable[[int], str | None]:
     """
     Why a web UI swarm of N users cannot fit, logged, or None: the ``refusal`` of
     :func:`wslocust.locust_compat.refuse_swarms`.

@@ -34,13 +34,16 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wslocust.exceptions import ConfigurationError
 from wslocust.locust_compat import show_in_web_ui
 from wslocust.run.schedule import PROFILES, Profile
 from wslocust.run.settings import check_time_scale, message_interval, parse_number
 from wslocust.transport.addresses import parse_source_addresses
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = [
     "EMBEDDED_PORT",
@@ -309,12 +312,12 @@ def option_flag(name: str) -> str:
     return f"{option.env} / {option.flag}"
 
 
-def given(environment: Any, name: str) -> bool:
+def given(environment: Environment, name: str) -> bool:
     """True when the run gave scenario option ``name`` (on the command line, in the environment or the web UI)."""
     return getattr(environment.parsed_options, _BY_NAME[name].dest, None) not in (None, "")
 
 
-def scenario_option(environment: Any, name: str) -> Any:
+def scenario_option(environment: Environment, name: str) -> Any:
     """
     The run's value of a scenario option, converted, or None when not given.
 

@@ -32,6 +32,9 @@ from wslocust.run.state import Recovery, RunState, run_state
 from wslocust.server.faults import faults_url, request_fault, restart_server
 
 if TYPE_CHECKING:
+    from locust.env import Environment
+    from locust.runners import Runner
+
     from wslocust.integration.shapes import ErrorRecovery
     from wslocust.server.reference import ReferenceServer
 
@@ -40,7 +43,7 @@ __all__ = ["ask_target_to_fail", "inject_fault", "start"]
 logger = logging.getLogger("wslocust")
 
 
-def start(environment: Any, shape: ErrorRecovery) -> gevent.Greenlet:
+def start(environment: Environment, shape: ErrorRecovery) -> gevent.Greenlet:
     """
     Run the experiment of ``shape`` in the background, for the run that starts.
 
@@ -53,10 +56,10 @@ def start(environment: Any, shape: ErrorRecovery) -> gevent.Greenlet:
         The experiment's greenlet; it belongs to the runner's greenlets, so it
         is killed with the runner and never outlives the run.
     """
-    return environment.runner.greenlet.spawn(_experiment, environment, shape)
+    return _runner(environment).greenlet.spawn(_experiment, environment, shape)
 
 
-def inject_fault(environment: Any, down_for: float) -> bool:
+def inject_fault(environment: Environment, down_for: float) -> bool:
     """
     Make the run's target fail for ``down_for`` seconds.
 
@@ -70,7 +73,7 @@ def inject_fault(environment: Any, down_for: float) -> bool:
     state = run_state(environment)
     if state.embedded_server is not None:
         # In the runner's greenlets: no restart after the run has quit.
-        environment.runner.greenlet.spawn(_restart_embedded_server, state, state.embedded_server, down_for)
+        _runner(environment).greenlet.spawn(_restart_embedded_server, state, state.embedded_server, down_for)
         return True
     return ask_target_to_fail(environment.host, down_for)
 
@@ -122,7 +125,7 @@ class _RunWatch:
         return self._ran and state in (STATE_STOPPING, STATE_STOPPED, STATE_CLEANUP)
 
 
-def _experiment(environment: Any, shape: ErrorRecovery) -> None:
+def _experiment(environment: Environment, shape: ErrorRecovery) -> None:
     watch = _RunWatch(environment.runner)
     scale = shape.time_scale()
     target = shape.setting("connections")
@@ -172,3 +175,10 @@ def _experiment(environment: Any, shape: ErrorRecovery) -> None:
                 now_open, expected, elapsed, lowest,
             )  # fmt: skip
             return
+
+
+def _runner(environment: Environment) -> Runner:
+    runner = environment.runner
+    if runner is None:
+        raise RuntimeError("the error-recovery experiment runs with a Locust runner")
+    return runner

@@ -19,7 +19,7 @@ interval): too coarse to time a recovery. While the schedule asks for it
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from locust.runners import MasterRunner
@@ -27,6 +27,9 @@ from locust.runners import MasterRunner
 from wslocust.integration.options import given, option_flag
 from wslocust.run.schedule import Schedule
 from wslocust.run.state import RunState, run_state
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = [
     "CONNECTIONS_MESSAGE",
@@ -55,7 +58,7 @@ WATCH_INTERVAL = 0.2
 # The schedule ------------------------------------------------------------------------
 
 
-def publish_schedule(environment: Any, published: Schedule) -> None:
+def publish_schedule(environment: Environment, published: Schedule) -> None:
     """Make ``published`` the schedule of this process's users and, on a master, of every worker's."""
     run_state(environment).schedule = published
     runner = environment.runner
@@ -71,7 +74,7 @@ def receive_schedule(state: RunState, data: dict[str, Any]) -> None:
 # Fresh connection counts (for ErrorRecovery) ---------------------------------------------
 
 
-def live_connections(environment: Any) -> tuple[int, int]:
+def live_connections(environment: Environment) -> tuple[int, int]:
     """
     The run's (open connections, disconnects so far), as fresh as can be: this
     process's counters, plus each worker's last :data:`WATCH_INTERVAL` report
@@ -104,7 +107,7 @@ def send_connections_forever(state: RunState, runner: Any) -> None:
 # Options without a shape ----------------------------------------------------------------------
 
 
-def warn_ignored_options(environment: Any) -> None:
+def warn_ignored_options(environment: Environment) -> None:
     """Say which scenario options the run gave in vain: its locustfile has no wslocust shape."""
     names = [name for name in ("connections", "ramp_up", "duration", "profile") if given(environment, name)]
     ignored = [option_flag(name) for name in names]

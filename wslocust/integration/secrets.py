@@ -11,7 +11,7 @@ concealed targets to its workers in the options of every spawn message.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import gevent
 
@@ -26,13 +26,16 @@ from wslocust.redaction import (
     register_uri_secrets,
 )
 
+if TYPE_CHECKING:
+    from locust.env import Environment
+
 __all__ = ["CONCEALED_TARGETS_OPTION", "conceal_targets", "keep_secrets_out_of_output", "share_concealed_targets"]
 
 CONCEALED_TARGETS_OPTION = "ws_concealed_targets"
 """The parsed option that carries the master's concealed targets to its workers, in every spawn message."""
 
 
-def keep_secrets_out_of_output(environment: Any) -> None:
+def keep_secrets_out_of_output(environment: Environment) -> None:
     """
     Hide the run's credentials from every output: conceal the targets,
     register header values and proxy credentials as secrets, and make every
@@ -58,24 +61,24 @@ def keep_secrets_out_of_output(environment: Any) -> None:
         hub.exception_stream = RedactedStderr()
 
 
-def conceal_targets(environment: Any) -> None:
+def conceal_targets(environment: Environment) -> None:
     """Replace each WebSocket target Locust holds, and may show, by its concealed form."""
     if _is_websocket_url(environment.host):
         environment.host = conceal_uri(environment.host)
     options = environment.parsed_options
     if options is not None and _is_websocket_url(getattr(options, "host", None)):
         options.host = conceal_uri(options.host)
-    classes = {*environment.user_classes, *(environment.available_user_classes or {}).values()}
+    classes: set[Any] = {*environment.user_classes, *(environment.available_user_classes or {}).values()}
     for user_class in classes:
         if _is_websocket_url(getattr(user_class, "host", None)):
             user_class.host = conceal_uri(user_class.host)
 
 
-def _is_websocket_url(value: Any) -> bool:
+def _is_websocket_url(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and value.lstrip().lower().startswith(("ws://", "wss://"))
 
 
-def share_concealed_targets(environment: Any, *, worker: bool) -> None:
+def share_concealed_targets(environment: Environment, *, worker: bool) -> None:
     """
     At test start: a master (or single process) conceals the targets, and puts
     them in the options its spawn messages carry; a worker takes them.

@@ -14,11 +14,14 @@ same address. A master whose workers are forked on its own host
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wslocust.integration.startup import stop_at_start
 from wslocust.run.state import RunState
 from wslocust.transport.addresses import SourceAddresses, check_bindable, parse_source_addresses
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = ["check_source_addresses", "set_up_source_addresses"]
 
@@ -27,7 +30,7 @@ logger = logging.getLogger("wslocust")
 _NAMES = "WS_SOURCE_ADDRESSES / --ws-source-addresses"
 
 
-def check_source_addresses(environment: Any) -> list[str] | None:
+def check_source_addresses(environment: Environment) -> list[str] | None:
     """The process's ``--ws-source-addresses``, checked; exits with one line if one cannot be bound."""
     options = environment.parsed_options
     text = getattr(options, "ws_source_addresses", None) if options is not None else None
@@ -48,7 +51,7 @@ def check_source_addresses(environment: Any) -> list[str] | None:
     return addresses
 
 
-def set_up_source_addresses(environment: Any, state: RunState) -> None:
+def set_up_source_addresses(environment: Environment, state: RunState) -> None:
     """In a process that runs users: start its rotation over the checked addresses, if any."""
     addresses = check_source_addresses(environment)
     if addresses is None:

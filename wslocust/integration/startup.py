@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import gevent
 from locust.runners import MasterRunner
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = ["stop_at_start"]
 
@@ -22,7 +25,7 @@ FORKED_WORKERS_WAIT = 5.0
 """Seconds a master waits for the workers it forked to connect, so that it can tell them to quit."""
 
 
-def stop_at_start(environment: Any, line: str) -> NoReturn:
+def stop_at_start(environment: Environment, line: str) -> NoReturn:
     """
     Print ``line`` and exit with status 2, from an ``init`` listener.
 

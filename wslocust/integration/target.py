@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING
 
 from locust.runners import MasterRunner
 
@@ -28,6 +28,9 @@ from wslocust.server import ServerConfig, create_server
 from wslocust.transport.proxy import Proxy
 from wslocust.user import WebSocketUser
 
+if TYPE_CHECKING:
+    from locust.env import Environment
+
 __all__ = ["EMBEDDED_HOST", "set_up_target", "stop_embedded_server", "warn_if_workers_cannot_reach"]
 
 logger = logging.getLogger("wslocust")
@@ -36,7 +39,7 @@ EMBEDDED_HOST = "127.0.0.1"
 """The embedded reference server listens on loopback only."""
 
 
-def set_up_target(environment: Any, state: RunState) -> None:
+def set_up_target(environment: Environment, state: RunState) -> None:
     """
     Check the run's targets, and start the embedded server when there is none
     (on the master or the single process; the master sends the target to its
@@ -60,7 +63,7 @@ def set_up_target(environment: Any, state: RunState) -> None:
     _start_embedded_server(environment, state)
 
 
-def _check_user_class_urls(environment: Any, *, check_host: bool) -> None:
+def _check_user_class_urls(environment: Environment, *, check_host: bool) -> None:
     """Stop at start, with one line, on a WebSocketUser's invalid ``host`` or ``proxy``, rather than fail each user."""
     for user_class in environment.user_classes:
         if not (isinstance(user_class, type) and issubclass(user_class, WebSocketUser)):
@@ -75,7 +78,7 @@ def _check_user_class_urls(environment: Any, *, check_host: bool) -> None:
                 stop_at_start(environment, f"wslocust: {user_class.__name__}.{attribute}: {exc}")
 
 
-def _start_embedded_server(environment: Any, state: RunState) -> None:
+def _start_embedded_server(environment: Environment, state: RunState) -> None:
     options = environment.parsed_options
     port = getattr(options, "ws_embedded_port", EMBEDDED_PORT) if options is not None else EMBEDDED_PORT
     server = create_server(ServerConfig(host=EMBEDDED_HOST, port=int(port), path="/ws"))
@@ -99,7 +102,7 @@ def stop_embedded_server(state: RunState) -> None:
         state.embedded_server.stop(timeout=1.0)
 
 
-def warn_if_workers_cannot_reach(environment: Any, state: RunState) -> None:
+def warn_if_workers_cannot_reach(environment: Environment, state: RunState) -> None:
     """At a master's test start: warn when the embedded server serves workers on other hosts, which cannot reach it."""
     runner = environment.runner
     if not isinstance(runner, MasterRunner) or state.embedded_server is None:

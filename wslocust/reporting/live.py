@@ -37,7 +37,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from locust.runners import STATE_MISSING, MasterRunner
@@ -48,6 +48,9 @@ from wslocust.reporting.nodes import GAUGES, RATES, TOTALS, Node, per_1k, rounde
 from wslocust.reporting.system import SAMPLE_INTERVAL, SystemSample, SystemSampler
 from wslocust.run.counters import WsCounters
 from wslocust.run.state import WorkerView, run_state
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = ["MAX_SAMPLES", "Live", "tick_forever"]
 
@@ -75,7 +78,7 @@ class Live:
     ``snapshot()`` is what ``GET /ws/stats`` returns.
     """
 
-    def __init__(self, environment: Any) -> None:
+    def __init__(self, environment: Environment) -> None:
         self.environment = environment
         self.nodes: dict[str, Node] = {}
         self.baseline: dict[str, dict[str, Any]] = {}
@@ -94,6 +97,7 @@ class Live:
     def node_report(self) -> dict[str, Any]:
         """What this process adds to its worker report (see :func:`wslocust.run.state.worker_report`)."""
         runner = self.environment.runner
+        assert runner is not None, "a node report comes from a process that runs"
         stats = runner.stats
         self._harvester.harvest(stats)
         # Locust's own report listener resets these statistics after ours has run:
@@ -144,6 +148,7 @@ class Live:
     def _update_local(self) -> None:
         """Refresh the node of a local run from this process's own figures."""
         runner = self.environment.runner
+        assert runner is not None, "a local node is refreshed while its runner runs"
         node = self.nodes.get("local")
         if node is None:
             node = self.nodes["local"] = Node("local", "local")

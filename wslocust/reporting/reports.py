@@ -283,7 +283,7 @@ def print_console_lines(live: Live, stats: Any, current: bool) -> None:
 def print_results(live: Live) -> dict[str, Any]:
     """At the end of a run: the results block, then a warning per saturated generator. Returns the snapshot."""
     snapshot = live.snapshot()
-    _, round_trip = latency(live.environment.runner.stats, window=False)
+    _, round_trip = latency(live.environment.stats, window=False)
     for line in summary_lines(snapshot, live.run_summary(), round_trip):
         console.info(line)
     console.info("")

@@ -46,11 +46,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wslocust.exceptions import ConfigurationError
 from wslocust.formatting import format_bytes, format_count, format_ms
 from wslocust.run.state import run_state
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = [
     "EXIT_CODE",
@@ -221,8 +224,8 @@ def _parse_one(item: str) -> Threshold:
 # Evaluation ----------------------------------------------------------------------
 
 
-def _entry(environment: Any, name: str) -> Any:
-    entries = environment.runner.stats.entries
+def _entry(environment: Environment, name: str) -> Any:
+    entries = environment.stats.entries
     found = entries.get((name, "WS"))
     if found is None:  # another request type with that name
         found = next((entry for (entry_name, _), entry in entries.items() if entry_name == name), None)
@@ -252,13 +255,13 @@ def _request_value(threshold: Threshold, entry: Any) -> float | None:
     return value
 
 
-def _error_rate(environment: Any) -> float | None:
-    entries = [e for (_, method), e in environment.runner.stats.entries.items() if method == "WS"]
+def _error_rate(environment: Environment) -> float | None:
+    entries = [e for (_, method), e in environment.stats.entries.items() if method == "WS"]
     requests = sum(e.num_requests for e in entries)
     return sum(e.num_failures for e in entries) / requests if requests else None
 
 
-def evaluate(thresholds: list[Threshold], environment: Any) -> list[Result]:
+def evaluate(thresholds: list[Threshold], environment: Environment) -> list[Result]:
     """Evaluate against the run so far: Locust's statistics and the live WebSocket metrics."""
     live = run_state(environment).live
     run = live.run_summary() if live is not None else {}
@@ -307,7 +310,7 @@ def format_table(results: list[Result]) -> list[str]:
     return lines
 
 
-def current(environment: Any) -> list[dict[str, Any]]:
+def current(environment: Environment) -> list[dict[str, Any]]:
     """The run's thresholds evaluated now, as data (for ``/ws/stats`` and the monitor); [] when none."""
     thresholds = run_state(environment).thresholds
     if not thresholds or environment.runner is None:

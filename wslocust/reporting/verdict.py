@@ -7,7 +7,7 @@ the end (:mod:`wslocust.reporting.thresholds` parses and evaluates them).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import gevent
 from locust import log as locust_log
@@ -17,6 +17,9 @@ from wslocust.exceptions import ConfigurationError
 from wslocust.integration.startup import stop_at_start
 from wslocust.reporting.thresholds import EXIT_CODE, evaluate, format_table, parse_thresholds
 from wslocust.run.state import RunState
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = ["ABORT_CHECK_INTERVAL", "abort_on_breach", "decide_exit_code", "print_table", "set_up_thresholds"]
 
@@ -28,7 +31,7 @@ ABORT_CHECK_INTERVAL = 5.0
 """Seconds between checks with ``--ws-thresholds-abort``."""
 
 
-def set_up_thresholds(environment: Any, state: RunState) -> bool:
+def set_up_thresholds(environment: Environment, state: RunState) -> bool:
     """
     Parse ``--ws-thresholds`` into the run state, on a master or a single process.
 
@@ -50,7 +53,7 @@ def set_up_thresholds(environment: Any, state: RunState) -> bool:
     return bool(getattr(options, "ws_thresholds_abort", False))
 
 
-def abort_on_breach(environment: Any, state: RunState) -> None:
+def abort_on_breach(environment: Environment, state: RunState) -> None:
     """Every :data:`ABORT_CHECK_INTERVAL` while all users run: stop the run at the first breached threshold."""
     while True:
         gevent.sleep(ABORT_CHECK_INTERVAL)
@@ -71,7 +74,7 @@ def abort_on_breach(environment: Any, state: RunState) -> None:
             return
 
 
-def decide_exit_code(environment: Any, state: RunState) -> None:
+def decide_exit_code(environment: Environment, state: RunState) -> None:
     """
     At ``quitting``, once the figures are final: evaluate the thresholds and
     set the exit code. A failed threshold makes it :data:`EXIT_CODE`; when all

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CollectorRegistry, generate_latest
@@ -30,6 +30,9 @@ from wslocust.integration.secrets import conceal_targets
 from wslocust.reporting import reports, thresholds
 from wslocust.reporting.live import Live
 from wslocust.reporting.nodes import GAUGES, TOTALS
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = ["TABLES", "TABS", "install", "prometheus_text", "tab_rows"]
 
@@ -262,7 +265,7 @@ def prometheus_text(live: Live) -> bytes:
 # The web UI ----------------------------------------------------------------------
 
 
-def install(environment: Any, web_ui: Any, live: Live) -> None:
+def install(environment: Environment, web_ui: Any, live: Live) -> None:
     """Add the routes, the tabs and the CSV download to Locust's web UI (at ``init``, when there is one)."""
     options = environment.parsed_options
     blueprint = Blueprint("wslocust", __name__, url_prefix=getattr(options, "web_base_path", None) or None)

@@ -19,11 +19,14 @@ so it adds its rate per worker to the options it sends with them.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 
 from wslocust.locust_compat import dispatcher_spawn_rate
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = ["DISPATCH_PERIOD", "SPAWN_RATE_OPTION", "StartPacer", "tell_workers_their_rate"]
 
@@ -46,7 +49,7 @@ class _Burst:
 class StartPacer:
     """Hands out start times to the users of each burst, evenly spaced."""
 
-    def __init__(self, environment: Any) -> None:
+    def __init__(self, environment: Environment) -> None:
         self._environment = environment
         self._burst: _Burst | None = None
 
@@ -90,7 +93,7 @@ class StartPacer:
         return float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
 
 
-def tell_workers_their_rate(environment: Any, runner: Any, spawn_rate: float) -> None:
+def tell_workers_their_rate(environment: Environment, runner: Any, spawn_rate: float) -> None:
     """On a master, before each start: put each worker's share of ``spawn_rate`` in the options it sends them."""
     if environment.parsed_options is not None:
         workers = max(1, runner.worker_count)

@@ -16,7 +16,10 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = [
     "DEFAULT_MESSAGE_INTERVAL_MS",
@@ -58,7 +61,7 @@ def check_time_scale(text: str) -> float:
     return value
 
 
-def message_interval(environment: Any) -> float | None:
+def message_interval(environment: Environment) -> float | None:
     """
     The run's ``--ws-message-interval`` in seconds, or None when not given.
 
@@ -73,12 +76,12 @@ def message_interval(environment: Any) -> float | None:
     return float(value) / 1000
 
 
-def default_target(environment: Any) -> str:
+def default_target(environment: Environment) -> str:
     """The target when neither the user class nor ``--host`` names one."""
     return environment.host or os.environ.get("WS_SERVER_URL") or DEFAULT_TARGET
 
 
-def time_scale(environment: Any) -> float:
+def time_scale(environment: Environment) -> float:
     """The run's ``--ws-time-scale``; 1.0 when not given (or not valid: the shape reports that)."""
     options = getattr(environment, "parsed_options", None) if environment is not None else None
     text = getattr(options, "ws_time_scale", None) if options is not None else None

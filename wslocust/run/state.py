@@ -38,6 +38,7 @@ from wslocust.run.schedule import Schedule
 
 if TYPE_CHECKING:
     import gevent
+    from locust.env import Environment
 
     from wslocust.transport.addresses import SourceAddresses
 
@@ -218,7 +219,7 @@ class RunState:
         self.greenlets.clear()
 
 
-def run_state(environment: Any) -> RunState:
+def run_state(environment: Environment) -> RunState:
     """
     The :class:`RunState` of ``environment``, attached on first use.
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wslocust.exceptions import ConfigurationError
 from wslocust.run import settings
 from wslocust.run.state import run_state
 from wslocust.user.messaging import Messaging
 from wslocust.user.state import ConnectionState
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = ["SEND_SLACK", "PeriodicMessages"]
 
@@ -41,7 +44,7 @@ class PeriodicMessages(Messaging):
     """
 
     # From the rest of WebSocketUser (more in Messaging).
-    environment: Any
+    environment: Environment
     message_interval: float | None
 
     def _init_ticks(self) -> None:

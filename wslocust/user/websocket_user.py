@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gevent
 import gevent.event
@@ -43,6 +43,9 @@ from wslocust.transport.connection import Connection
 from wslocust.user.correlation import Correlator
 from wslocust.user.keeper import ConnectionKeeper
 from wslocust.user.state import ConnectionState
+
+if TYPE_CHECKING:
+    from locust.env import Environment
 
 __all__ = ["ConnectionState", "WebSocketUser"]
 
@@ -152,7 +155,7 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
     ping_timeout: float = 10.0
     """Seconds without a pong after which the connection is declared dead and dropped."""
 
-    def __init__(self, environment: Any) -> None:
+    def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self.connection: Connection | None = None
         """The current connection; replaced at each reconnect."""
