@@ -20,6 +20,7 @@ from locust.util.load_locustfile import load_locustfile
 from locust_process import LocustProcess
 from test_scenario_runs import Run, Sampler, assert_follows, intended_curve, locust, shape_of
 
+import wslocust.wiring  # noqa: F401  # registers the --ws-* options, as a locustfile's import of wslocust does
 from wslocust.run.schedule import PROFILES
 
 README = (REPO_ROOT / "README.md").read_text()
