@@ -138,7 +138,7 @@ def with_open_files_limit(module: str, limit: int | None) -> list[str]:
 
 
 _LISTENING = re.compile(
-    r"listening on (?P<url>ws://(?P<host>\S+?):(?P<port>\d+)(?P<path>/\S*)) \(stats at (?P<stats>\S+)\)"
+    r"listening on (?P<url>wss?://(?P<host>\S+?):(?P<port>\d+)(?P<path>/\S*)) \(stats at (?P<stats>\S+)\)"
 )
 
 

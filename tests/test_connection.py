@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import gevent
 import gevent.socket
 import pytest
 from gevent.server import StreamServer
-from helpers import wait_for
+from helpers import REPO_ROOT, wait_for
 
 from wslocust.codec.uri import parse_uri
 from wslocust.exceptions import (
@@ -181,3 +183,32 @@ def test_wss_with_verification_off_works_and_says_so_once(tls_server, caplog):
     warnings = [r for r in caplog.records if "verification is OFF" in r.getMessage()]
     assert len(warnings) <= 1  # once per process: an earlier test may have logged it already
     assert ssl_context(False) is ssl_context(False)  # one context per process, not per connection
+
+
+# A process that never imported Locust: its standard library is not monkey-patched.
+UNPATCHED_TLS_HANDSHAKE = """
+import sys
+import gevent
+from gevent.server import StreamServer
+from wslocust.codec.uri import parse_uri
+from wslocust.exceptions import ConnectTimeout
+from wslocust.transport.connection import Connection
+
+silent = StreamServer(("127.0.0.1", 0), lambda sock, address: gevent.sleep(30))
+silent.start()
+connection = Connection(parse_uri(f"wss://127.0.0.1:{silent.server_port}/"), on_message=print)
+try:
+    connection.open(timeout=0.5)
+except ConnectTimeout as exc:
+    print(exc, "locust" in sys.modules)
+"""
+
+
+def test_a_tls_handshake_waits_in_the_event_loop_without_monkey_patching():
+    # With the standard library's context, the handshake would block the whole process
+    # (the connect timeout included) until the silent server let go.
+    done = subprocess.run(
+        [sys.executable, "-c", UNPATCHED_TLS_HANDSHAKE],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "no connection within 0.5 s (connect timeout) False\n"), done.stderr

@@ -669,3 +669,20 @@ def test_request_fault_asks_a_server_process_to_fail(connect):
         assert server.stats()["connections_open"] == 0
         with pytest.raises(urllib.error.HTTPError, match="400"):
             faults.request_fault(faults.faults_url(server.url, refuse_ms=-1))
+
+
+def test_a_client_silent_in_its_tls_handshake_does_not_stall_wslocust_serve(self_signed_cert):
+    # `wslocust serve` runs without Locust, so without gevent's monkey patching: with the
+    # standard library's TLS context, each handshake would block the process until it ended.
+    cert, key = self_signed_cert
+    with run_server_process("--certfile", cert, "--keyfile", key) as process:
+        silent = socket.create_connection(("127.0.0.1", process.port))  # connects, never says hello
+        try:
+            ws = websocket.create_connection(
+                f"wss://127.0.0.1:{process.port}/ws", timeout=TIMEOUT, sslopt={"cert_reqs": 0}
+            )
+            ws.send("through")
+            assert ws.recv() == "through"
+            ws.close()
+        finally:
+            silent.close()

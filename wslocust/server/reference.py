@@ -19,6 +19,7 @@ from typing import Any
 import gevent
 import gevent.pool
 import gevent.queue
+from gevent import ssl as gevent_ssl
 from gevent.event import Event
 
 from .config import FAULTS_PATH, HEALTH_PATH, STATS_PATH, ServerConfig
@@ -96,7 +97,12 @@ class ReferenceServer:
     def _tls_arguments(self) -> dict[str, Any]:
         if not self.config.certfile:
             return {}
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        # gevent's context, whether or not the standard library is patched (``wslocust serve`` does not patch it):
+        # a stdlib context would do each TLS handshake blocking, one silent client stalling every other.
+        defaults = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context = gevent_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.options = defaults.options
+        context.minimum_version = defaults.minimum_version
         context.load_cert_chain(self.config.certfile, self.config.keyfile)
         return {"ssl_context": context}
 
