@@ -89,11 +89,14 @@ class HandshakeError(WsLocustError):
     Attributes:
         status: the HTTP status code the server sent (0 if the response
             could not be parsed at all).
+        header: the response header that was missing or wrong, when the
+            status was 101 (``"Upgrade"``, ``"Sec-WebSocket-Accept"``...).
     """
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, status: int = 0, header: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.header = header
 
 
 class ProtocolError(WsLocustError):

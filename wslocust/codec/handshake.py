@@ -272,22 +272,22 @@ def validate_response(
         raise HandshakeError(text.rstrip(), status)
     # §4.1 item 2: Upgrade must be "websocket", case-insensitively.
     if "websocket" not in _tokens(response.header("Upgrade")):
-        raise HandshakeError("missing or wrong Upgrade header", status)
+        raise HandshakeError("missing or wrong Upgrade header", status, "Upgrade")
     # §4.1 item 3: Connection must contain "Upgrade", case-insensitively.
     if "upgrade" not in _tokens(response.header("Connection")):
-        raise HandshakeError("missing Connection: upgrade", status)
+        raise HandshakeError("missing Connection: upgrade", status, "Connection")
     # §4.1 item 4: Sec-WebSocket-Accept proves the server read our key.
     accept = response.header("Sec-WebSocket-Accept")
     if accept is None:
-        raise HandshakeError("missing Sec-WebSocket-Accept", status)
+        raise HandshakeError("missing Sec-WebSocket-Accept", status, "Sec-WebSocket-Accept")
     if accept.strip() != accept_value(key):
-        raise HandshakeError("wrong Sec-WebSocket-Accept", status)
+        raise HandshakeError("wrong Sec-WebSocket-Accept", status, "Sec-WebSocket-Accept")
     # §4.1 item 5: we offer no extension, so the server may select none.
     extensions = _tokens(response.header("Sec-WebSocket-Extensions"))
     if extensions:
         name = extensions[0].split(";")[0].strip()
         raise HandshakeError(
-            f"server selected an unrequested extension: {name}", status
+            f"server selected an unrequested extension: {name}", status, "Sec-WebSocket-Extensions"
         )
     # §4.1 item 6: at most one subprotocol, and one that we offered.
     selected = response.header("Sec-WebSocket-Protocol")
@@ -295,9 +295,9 @@ def validate_response(
         return None
     selected = selected.strip()
     if "," in selected:
-        raise HandshakeError("server selected more than one subprotocol", status)
+        raise HandshakeError("server selected more than one subprotocol", status, "Sec-WebSocket-Protocol")
     if selected not in subprotocols:
         raise HandshakeError(
-            f"server selected an unrequested subprotocol: {selected}", status
+            f"server selected an unrequested subprotocol: {selected}", status, "Sec-WebSocket-Protocol"
         )
     return selected

@@ -3,10 +3,13 @@ The gevent I/O layer: one WebSocket client connection on a gevent socket.
 
 :class:`Connection` opens the TCP (and TLS) connection, performs the HTTP
 upgrade, then moves bytes between the socket and the sans-I/O
-:class:`~wslocust.codec.protocol.ClientProtocol`. Reads are buffered (one ``recv``
+:class:`~wslocust.codec.protocol.ClientProtocol`. Reads are buffered (one ``recvmsg``
 per chunk of up to 64 KiB, never one per header byte); every message found in
 a chunk carries the time the chunk arrived, which is what latency is measured
-against.
+against: the kernel's receive time (:mod:`wslocust.transport.timestamps`), however
+late the event loop got round to the read, or the read time where the kernel gave
+none (counted in :attr:`Connection.timing`). ``wss://`` runs TLS in memory
+over the TCP socket (:mod:`wslocust.transport.streams`) so that the stamps survive.
 
 :mod:`wslocust.transport.opening` does the opening (TCP, proxy tunnel, TLS,
 upgrade). Those two modules are the only ones that touch a WebSocket's socket,
@@ -39,6 +42,9 @@ from wslocust.codec.uri import WsURI
 from wslocust.exceptions import ConnectionClosed, ConnectionFailed, connection_closed
 from wslocust.transport.opening import open_socket
 from wslocust.transport.proxy import Proxy
+from wslocust.transport.streams import SocketStream, TlsStream
+from wslocust.transport.timestamps import ReceiveTiming, TimingCounts, shared_clock_map
+from wslocust.transport.writing import FrameWriter
 
 # Proxy is the type open() takes: importable from here, beside Connection.
 __all__ = ["Connection", "Proxy"]
@@ -58,13 +64,16 @@ PongHandler = Callable[[bytes, float], None]
 CloseHandler = Callable[[ConnectionClosed], None]
 
 
-class Connection:
+class Connection(FrameWriter):
     """
     One client connection: :meth:`open` it, then run :meth:`receive_forever`
     in one greenlet (it delivers messages to ``on_message`` until the
     connection closes) and send from any other.
 
-    Callbacks run in the receiving greenlet and must not block.
+    Callbacks run in the receiving greenlet and must not block. The time they get is
+    the kernel's receive time of the read that completed the message, mapped to
+    ``perf_counter()``'s clock; with ``kernel_timestamps=False``, on another system
+    than Linux, or where the kernel gave no stamp, the time of the read.
 
     ``close_timeout`` bounds each closing handshake: once a close frame was
     received, or we failed the connection because the server broke the
@@ -82,6 +91,8 @@ class Connection:
         max_message_size: int | None = 2**20,
         validate_utf8: bool = True,
         close_timeout: float = 2.0,
+        kernel_timestamps: bool = True,
+        timing: TimingCounts | None = None,
     ) -> None:
         self.uri = uri
         self.subprotocol: str | None = None
@@ -90,6 +101,17 @@ class Connection:
         """Wire bytes written: frames with their headers."""
         self.bytes_received = 0
         """Wire bytes read after the upgrade."""
+        self.kernel_timestamps = kernel_timestamps
+        """Whether to time what arrives from the kernel's receive timestamps (``SO_TIMESTAMPNS``)."""
+        self.opened_at: float | None = None
+        """``perf_counter()`` time the 101 response arrived (kernel time where there is one), once open."""
+        self.timing: TimingCounts = timing if timing is not None else ReceiveTiming()
+        """Counts the messages and pongs (and the 101) delivered with the kernel's receive time, and those
+        delivered with their read time instead: the kernel gave no stamp (timestamps off, another system,
+        a segment from before the option took effect, a clock step). Shared when given (a user passes
+        its process's counters)."""
+        self.opened_by_kernel = False
+        """Whether :attr:`opened_at` is the kernel's receive time."""
         self._on_message = on_message
         self._on_pong = on_pong
         self._on_close = on_close
@@ -100,6 +122,8 @@ class Connection:
         self._failure: Failure | None = None  # we failed the connection (RFC 6455 §7.1.7)
         self._sock: socket.socket | None = None
         self._raw_socket: socket.socket | None = None
+        self._stream: SocketStream | TlsStream | None = None
+        self._tls: TlsStream | None = None  # TLS in memory: records to encrypt and send in order
         self._leftover = b""
         # Frames from several greenlets (a task's send, the receiver's pong)
         # must not interleave when a send blocks half-way on a full buffer.
@@ -138,7 +162,7 @@ class Connection:
             ConnectTimeout: not done within ``timeout``.
             HandshakeError: the server did not accept the upgrade.
         """
-        sock, self.subprotocol, self._leftover = open_socket(
+        upgraded = open_socket(
             self.uri,
             timeout=timeout,
             headers=headers,
@@ -147,8 +171,18 @@ class Connection:
             verify_tls=verify_tls,
             source_address=source_address,
             proxy=proxy,
+            kernel_timestamps=self.kernel_timestamps,
         )
-        self._sock = sock
+        self.subprotocol, self._leftover = upgraded.subprotocol, upgraded.leftover
+        self.opened_at = upgraded.received_at
+        self.opened_by_kernel = upgraded.timed_by_kernel
+        if upgraded.timed_by_kernel:
+            self.timing.received_timed_by_kernel += 1
+        else:
+            self.timing.received_timed_at_read += 1
+        stream = self._stream = upgraded.stream
+        self._tls = stream if isinstance(stream, TlsStream) else None
+        sock = self._sock = stream.sock
         # The plain (not TLS) socket underneath gevent's: _write() sends without gevent's wrapper first.
         self._raw_socket = sock._sock if type(sock) is gsocket.socket else None  # type: ignore[attr-defined]
 
@@ -170,63 +204,6 @@ class Connection:
     def send_ping(self, data: bytes = b"") -> int:
         """Send a ping (RFC 6455 §5.5.2); the pong goes to ``on_pong``."""
         return self._write(self._protocol.send_ping(data))
-
-    def _write(self, data: bytes, block: bool = True) -> int:
-        sock = self._sock
-        if sock is None or self._closed is not None:
-            raise self._closed_error()
-        lock = self._send_lock
-        try:
-            if lock.locked():  # another greenlet is blocked half-way through a frame: queue behind it
-                if not block:
-                    gevent.spawn(self._write_rest, data, False)
-                else:
-                    with lock:
-                        sock.sendall(data)
-            else:
-                # One non-blocking send() is enough almost always. Only a partial send
-                # takes the lock (the rest may block); gevent's own send() and sendall()
-                # would cost an extra system call per message.
-                raw = self._raw_socket
-                if raw is None and not block:
-                    # TLS may need to wait even for a first byte: let a greenlet write it all.
-                    lock.acquire()
-                    gevent.spawn(self._write_rest, data, True)
-                    sent = len(data)
-                elif raw is None:
-                    sent = sock.send(data)
-                else:
-                    try:
-                        sent = raw.send(data)
-                    except BlockingIOError:
-                        sent = 0
-                if sent < len(data):
-                    rest = memoryview(data)[sent:]
-                    if not block:
-                        lock.acquire()  # free: taken now so that later frames queue behind this one
-                        gevent.spawn(self._write_rest, rest, True)
-                    else:
-                        with lock:
-                            sock.sendall(rest)
-        except OSError:
-            self._lost()
-            raise self._closed_error() from None
-        self.bytes_sent += len(data)
-        return len(data)
-
-    def _write_rest(self, data: bytes | memoryview, locked: bool) -> None:
-        """Send what a non-blocking write could not, in a greenlet of its own."""
-        lock = self._send_lock
-        if not locked:
-            lock.acquire()
-        try:
-            sock = self._sock
-            if sock is not None:
-                sock.sendall(data)
-        except OSError:
-            self._lost()
-        finally:
-            lock.release()
 
     # Closing -----------------------------------------------------------------
 
@@ -286,25 +263,39 @@ class Connection:
         receive_data = protocol.receive_data
         on_message = self._on_message
         sock = self._sock
-        if sock is None:
+        stream = self._stream
+        if sock is None or stream is None:
             return self._closed_error()
-        recv = sock.recv
+        receive = stream.receive
+        to_perf = shared_clock_map().to_perf
+        tls = self._tls
+        # Bytes read with the 101 response arrived with it.
         data, self._leftover = self._leftover, b""
+        read_at = received_at = self.opened_at or perf_counter()
+        by_kernel = self.opened_by_kernel
+        timing = self.timing
         closing_deadline = None
         budget = YIELD_EVERY
         try:
             while True:
                 if data:
-                    received_at = perf_counter()
                     self.bytes_received += len(data)
                     budget -= len(data)
                     for event in receive_data(data):
                         kind = type(event)
                         if kind is str or kind is bytes:
+                            if by_kernel:
+                                timing.received_timed_by_kernel += 1
+                            else:
+                                timing.received_timed_at_read += 1
                             on_message(event, received_at)
                         elif kind is Ping:
                             self._flush(protocol)
                         elif kind is Pong:
+                            if by_kernel:
+                                timing.received_timed_by_kernel += 1
+                            else:
+                                timing.received_timed_at_read += 1
                             if self._on_pong is not None:
                                 self._on_pong(event.data, received_at)  # type: ignore[union-attr]
                         elif kind is Close or kind is Failure:
@@ -323,25 +314,22 @@ class Connection:
                 if budget <= 0:
                     budget = YIELD_EVERY
                     gevent.sleep(0)
-                data = recv(RECEIVE_CHUNK)
+                data, stamp = receive(RECEIVE_CHUNK)
+                previous_read_at, read_at = read_at, perf_counter()
                 if not data:
                     protocol.receive_eof()
                     break
+                # One stamp per read, the last segment's: every message this read completed
+                # arrived by then, and the last of them at that time.
+                kernel_at = None if stamp is None else to_perf(stamp, read_at, previous_read_at)
+                by_kernel = kernel_at is not None
+                received_at = kernel_at if kernel_at is not None else read_at
+                if tls is not None and tls.wants_write:  # reading queued records of its own (TLS 1.3)
+                    self._flush_records()
         except OSError:
             protocol.receive_eof()
         self._lost()
         return self._closed_error()
-
-    def _flush(self, protocol: ClientProtocol) -> None:
-        """Write what the protocol queued on its own: pongs, close replies."""
-        pending = protocol.data_to_send()
-        if pending and self._closed is None:
-            try:
-                with self._send_lock:
-                    self._sock.sendall(pending)  # type: ignore[union-attr]
-                self.bytes_sent += len(pending)
-            except OSError:
-                pass
 
     def _lost(self) -> None:
         """The TCP connection ended (EOF, reset or failed write)."""

@@ -1,7 +1,8 @@
 """
 Opening a WebSocket connection: TCP, the proxy tunnel, TLS and the HTTP upgrade.
 
-:func:`open_socket` returns an upgraded gevent socket, or raises one of the
+:func:`open_socket` returns an upgraded stream (:mod:`wslocust.transport.streams`), with the time its
+101 response arrived (the kernel's receive time where it gave one), or raises one of the
 :mod:`wslocust.exceptions` connect errors: this is where low-level errors of
 the opening (``socket.gaierror``, ``ssl.SSLError``, refusals, timeouts) are
 translated; :class:`~wslocust.transport.connection.Connection` translates those
@@ -13,6 +14,7 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -31,19 +33,26 @@ from wslocust.exceptions import (
 )
 from wslocust.transport.addresses import connect_from
 from wslocust.transport.proxy import Proxy
+from wslocust.transport.streams import SocketStream, TlsStream
+from wslocust.transport.timestamps import shared_clock_map
 from wslocust.transport.tls import ssl_context
 
 __all__ = ["Upgraded", "open_socket"]
 
 
 class Upgraded(NamedTuple):
-    """A socket past the HTTP upgrade: WebSocket frames flow on it from here."""
+    """A stream past the HTTP upgrade: WebSocket frames flow on it from here."""
 
-    sock: socket.socket
+    stream: SocketStream | TlsStream
     subprotocol: str | None
     """The subprotocol the server selected, if any."""
     leftover: bytes
     """Bytes the server sent after the 101 response: the start of its first frames."""
+    received_at: float
+    """``perf_counter()`` time the (last bytes of the) 101 response arrived: the kernel's receive time mapped
+    to that clock, or the time it was read where the kernel gave none."""
+    timed_by_kernel: bool
+    """Whether ``received_at`` is the kernel's receive time."""
 
 
 def open_socket(
@@ -56,13 +65,14 @@ def open_socket(
     verify_tls: bool = True,
     source_address: tuple[str, int] | None = None,
     proxy: Proxy | None = None,
+    kernel_timestamps: bool = True,
 ) -> Upgraded:
     """
     Connect to ``uri`` and upgrade (the arguments are those of
     :meth:`~wslocust.transport.connection.Connection.open`).
 
     Returns:
-        The upgraded socket, the selected subprotocol and the bytes read past the upgrade.
+        The upgraded stream, the selected subprotocol, the bytes read past the upgrade and when the 101 came.
 
     Raises:
         ConnectError: DNS, refused, TLS or another socket error.
@@ -79,16 +89,22 @@ def open_socket(
             else:
                 sock = _connect_tcp(proxy.host, proxy.port, source_address)
             try:
+                # Before the first byte is sent: the answers to it must carry stamps.
+                tcp = SocketStream(sock, kernel_timestamps)
+                stream: SocketStream | TlsStream = tcp
                 if proxy is not None:
-                    sock.sendall(proxy.connect_request(uri.host, uri.port))
-                    proxy.check_tunnel(_read_response_head(sock)[0].status)
-                if uri.secure:
+                    tcp.send_all(proxy.connect_request(uri.host, uri.port))
+                    proxy.check_tunnel(_read_response_head(tcp)[0].status)
+                if uri.secure and tcp.timestamps:
+                    stream = TlsStream(tcp, ssl_context(verify_tls), uri.host)
+                    stream.handshake()
+                elif uri.secure:  # without timestamps, today's SSLSocket (it reads the socket itself)
                     sock = ssl_context(verify_tls).wrap_socket(sock, server_hostname=uri.host)
-                subprotocol, leftover = _upgrade(sock, uri, headers, subprotocols, origin)
+                    stream = SocketStream(sock, False)
+                upgraded = _upgrade(stream, uri, headers, subprotocols, origin)
             except BaseException:  # gevent.Timeout included
                 sock.close()
                 raise
-            upgraded = Upgraded(sock, subprotocol, leftover)
         if upgraded is None:
             raise ConnectTimeout(f"no connection within {timeout:g} s (connect timeout)")
         return upgraded
@@ -121,29 +137,40 @@ def _connect_tcp(host: str, port: int, source_address: tuple[str, int] | None) -
     return sock
 
 
-def _read_response_head(sock: socket.socket) -> tuple[handshake.Response, bytes]:
-    """Read until a whole HTTP response head arrived; return it and the bytes after it."""
+def _read_response_head(stream: SocketStream | TlsStream) -> tuple[handshake.Response, bytes, float, bool]:
+    """
+    Read until a whole HTTP response head arrived.
+
+    Returns:
+        The response, the bytes after it, and when its last bytes arrived (``perf_counter()``) and whether
+        the kernel said so.
+    """
     buffer = b""
+    previous_read_at = read_at = time.perf_counter()
     while True:
-        chunk = sock.recv(4096)
+        chunk, stamp = stream.receive(4096)
+        previous_read_at, read_at = read_at, time.perf_counter()
         if not chunk:
             raise ConnectError("server closed the connection during the upgrade")
         buffer += chunk
         parsed = handshake.parse_response(buffer)
         if parsed is not None:
-            return parsed
+            received_at = None if stamp is None else shared_clock_map().to_perf(stamp, read_at, previous_read_at)
+            if received_at is None:
+                return parsed[0], parsed[1], read_at, False
+            return parsed[0], parsed[1], received_at, True
 
 
 def _upgrade(
-    sock: socket.socket,
+    stream: SocketStream | TlsStream,
     uri: WsURI,
     headers: Sequence[tuple[str, str]],
     subprotocols: Sequence[str],
     origin: str | None,
-) -> tuple[str | None, bytes]:
-    """The HTTP upgrade (RFC 6455 §4.1); return the selected subprotocol and the bytes after the 101."""
+) -> Upgraded:
+    """The HTTP upgrade (RFC 6455 §4.1)."""
     key = handshake.generate_key()
-    sock.sendall(
+    stream.send_all(
         handshake.build_request(
             host=uri.host_header,
             resource=uri.resource,
@@ -153,8 +180,9 @@ def _upgrade(
             origin=origin,
         )
     )
-    response, leftover = _read_response_head(sock)
-    return handshake.validate_response(response, key, subprotocols), leftover
+    response, leftover, received_at, timed_by_kernel = _read_response_head(stream)
+    subprotocol = handshake.validate_response(response, key, subprotocols)
+    return Upgraded(stream, subprotocol, leftover, received_at, timed_by_kernel)
 
 
 def _os_error_text(exc: OSError) -> str:
