@@ -97,7 +97,9 @@ def test_the_websocket_tab_shows_live_connections_and_messages_per_worker(tmp_pa
     assert re.fullmatch(r"[\d.]+", everything["Round trip p50 (ms)"])
     # message integrity: a correct echo server loses, duplicates and reorders nothing
     assert [everything[name] for name in ("Timed out", "Lost", "Late", "Dup", "Reordered")] == ["0"] * 5
-    assert everything["Status"] == "running"
+    # LAGGING: on a machine of two cores the browser itself may stall the generators' event loops
+    assert everything["Status"] in ("running", "LAGGING")
+    assert re.fullmatch(r"[\d.]+", everything["Loop lag p99 (ms)"])
 
 
 def _rows(table) -> list[dict[str, str]]:

@@ -22,10 +22,12 @@ from wslocust.exceptions import (
     connection_closed,
 )
 from wslocust.formatting import category_label
+from wslocust.reporting import reports, web
 from wslocust.reporting.errors import classify_error, merge_counts
 from wslocust.reporting.live import Live
 from wslocust.reporting.system import SystemSample
 from wslocust.run.counters import WsCounters
+from wslocust.run.loop_lag import LagFigures
 from wslocust.run.state import REPORT_KEY, RunState, run_state, worker_report
 
 
@@ -40,6 +42,16 @@ class Echo(WebSocketUser):
         (DNSError("DNS lookup failed for nowhere"), "dns", "DNS lookup failed"),
         (ConnectTimeout("no connection within 10 s"), "connect_timeout", "connect timeout"),
         (HandshakeError("rejected", status=403), "handshake_403", "upgrade rejected: HTTP 403"),
+        (
+            HandshakeError("wrong Sec-WebSocket-Accept", 101, "Sec-WebSocket-Accept"),
+            "bad_101_sec-websocket-accept",
+            "101 response with a missing or wrong Sec-WebSocket-Accept header",
+        ),
+        (
+            HandshakeError("missing", 101, "Upgrade"),
+            "bad_101_upgrade",
+            "101 response with a missing or wrong Upgrade header",
+        ),
         (ProtocolError("bad frame"), "protocol", "protocol error"),
         (ReceiveTimeout("no reply within 10 s"), "reply_timeout", "no reply in time"),
         (PingTimeout("no pong"), "ping_timeout", "no pong in time"),
@@ -170,3 +182,37 @@ def test_a_node_counts_each_error_of_locusts_table_once_even_after_locust_clears
         assert live.node_report()["errors"] == {"refused": 4, "closed_1011": 1}
     finally:
         runner.quit()
+
+
+def test_the_master_shows_each_workers_loop_lag_and_flags_the_lagging_one(master):
+    environment, runner = master
+    live = Live(environment)
+    for worker in ("a", "b"):
+        runner.clients[worker] = WorkerNode(worker, state="running")
+    calm = LagFigures(recent_p99=0.2, recent_max=1.5, p99=0.1, max=3.0, windows=10)
+    stalled = LagFigures(
+        recent_p99=12.0, recent_max=24.0, p99=2.0, max=24.0, worst_p99=12.0, windows=9, lagged_windows=2
+    )
+    for worker, lag in (("a", calm), ("b", stalled)):
+        data = report(1.0, 10, 100)
+        data[REPORT_KEY]["live"]["system"]["loop_lag"] = lag.as_dict()
+        receive(live, worker, data)
+
+    snapshot = live.snapshot()
+    views = {view["id"]: view for view in snapshot["workers"]}
+    assert views["b"]["lagging"] and not views["a"]["lagging"]
+    assert views["b"]["system"]["loop_lag"]["recent_max"] == 24.0
+    aggregate = snapshot["aggregate"]
+    assert aggregate["lagging_workers"] == [views["b"]["name"]] and not aggregate["saturated"]
+    assert aggregate["loop_lag"]["recent_p99"] == 12.0 and aggregate["loop_lag"]["lagged_windows"] == 2
+    rows = reports.node_rows(snapshot)
+    assert [row["status"] for row in rows] == ["LAGGING", "running", "LAGGING"]
+    assert rows[2]["loop_lag_max_ms"] == 24.0 and rows[1]["loop_lag_run_p99_ms"] == 0.1
+    assert 'wslocust_loop_lag_max_milliseconds{worker="worker 2"} 24.0' in web.prometheus_text(live).decode()
+    assert any("its event loop lagged" in line and "in 2 one-second windows" in line
+               for line in reports.saturation_warnings(snapshot))  # fmt: skip
+
+    del runner.clients["b"]  # gone: its recent figures no longer count, its run's still do
+    aggregate = live.snapshot()["aggregate"]
+    assert aggregate["loop_lag"]["recent_max"] == 1.5 and aggregate["loop_lag"]["max"] == 24.0
+    assert not aggregate["lagging"]

@@ -69,4 +69,6 @@ def write_forever(files: CsvFiles, live: Live) -> None:
     """Write the files at Locust's CSV interval; runs in a greenlet until the end of the run."""
     while True:
         gevent.sleep(locust.stats.CSV_STATS_INTERVAL_SEC)
-        files.write(live.snapshot())
+        snapshot = live.snapshot()
+        gevent.sleep(0)  # in two slices: the event loop serves the connections in between
+        files.write(snapshot)

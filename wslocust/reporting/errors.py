@@ -29,7 +29,7 @@ __all__ = ["ErrorHarvester", "classify_error", "merge_counts"]
 def classify_error(error: object) -> str:
     """
     The category of a failed request's exception: ``refused``, ``dns``,
-    ``tls``, ``connect``, ``connect_timeout``, ``handshake_<status>``,
+    ``tls``, ``connect``, ``connect_timeout``, ``handshake_<status>``, ``bad_101_<header>``,
     ``protocol``, ``reply_timeout``, ``ping_timeout``, ``closed_<code>``
     (``closed_1006``: lost without a close frame), else the exception's class
     name.
@@ -45,6 +45,8 @@ def classify_error(error: object) -> str:
     if isinstance(error, ConnectTimeout):
         return "connect_timeout"
     if isinstance(error, HandshakeError):
+        if error.status == 101 and error.header:  # accepted, but the 101 itself was wrong: name the header
+            return f"bad_101_{error.header.lower()}"
         return f"handshake_{error.status}" if error.status else "handshake"
     if isinstance(error, ProtocolError):
         return "protocol"

@@ -12,7 +12,8 @@ a *node* (:class:`~wslocust.reporting.nodes.Node`). Each node keeps:
   pays for it;
 * the round-trip percentiles of the requests it logged since its last report,
   read from its Locust statistics just before Locust resets them;
-* a :class:`~wslocust.reporting.system.SystemSample` of its process and host.
+* a :class:`~wslocust.reporting.system.SystemSample` of its process and host,
+  with the lag of its event loop (:mod:`wslocust.run.loop_lag`).
 
 A worker sends its counters and :meth:`Live.node_report` together, under the
 one key :data:`~wslocust.run.state.REPORT_KEY` of each Locust worker report
@@ -34,6 +35,7 @@ ten seconds (:mod:`wslocust.reporting.latency`).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -44,7 +46,7 @@ from locust.runners import STATE_MISSING, MasterRunner
 
 from wslocust.reporting.errors import ErrorHarvester, merge_counts
 from wslocust.reporting.latency import latency
-from wslocust.reporting.nodes import GAUGES, RATES, TOTALS, Node, per_1k, rounded, system_view
+from wslocust.reporting.nodes import GAUGES, RATES, TOTALS, Node, loop_lag_view, per_1k, rounded, system_view
 from wslocust.reporting.system import SAMPLE_INTERVAL, SystemSample, SystemSampler
 from wslocust.run.counters import WsCounters
 from wslocust.run.state import WorkerView, run_state
@@ -52,12 +54,16 @@ from wslocust.run.state import WorkerView, run_state
 if TYPE_CHECKING:
     from locust.env import Environment
 
-__all__ = ["MAX_SAMPLES", "Live", "tick_forever"]
+__all__ = ["BENCH_HOUSEKEEPING", "BENCH_SAMPLING", "MAX_SAMPLES", "Live", "tick_forever"]
 
 logger = logging.getLogger("wslocust")
 
 MAX_SAMPLES = 100_000
 """Run samples kept for the steady-state figures; older ones are thinned out beyond this."""
+BENCH_HOUSEKEEPING = "WSLOCUST_BENCH_HOUSEKEEPING"
+"""Benchmarks only: ``off`` stops the once-a-second sampling and the console lines, to measure what they cost."""
+BENCH_SAMPLING = "WSLOCUST_BENCH_SAMPLING"
+"""Benchmarks only: ``loop`` reads ``/proc`` on the event loop rather than in gevent's thread pool."""
 
 
 @dataclass
@@ -83,7 +89,11 @@ class Live:
         self.nodes: dict[str, Node] = {}
         self.baseline: dict[str, dict[str, Any]] = {}
         """Per node: its totals and error counts when the figures were last reset."""
-        self.sampler = SystemSampler()
+        self.housekeeping = os.environ.get(BENCH_HOUSEKEEPING) != "off"
+        """False only in a benchmark that measures the loop lag without wslocust's periodic work."""
+        self.sampler = SystemSampler(
+            loop_lag=run_state(environment).loop_lag, off_loop=os.environ.get(BENCH_SAMPLING) != "loop"
+        )
         self.samples: list[_RunSample] = []
         self._sample_stride = 1
         self._ticks = 0
@@ -136,17 +146,25 @@ class Live:
         return len(self.nodes)
 
     def tick(self) -> None:
-        """Once a second in the master or local process: sample, and update the local node."""
+        """
+        Once a second in the master or local process: sample, and update the local node.
+
+        In slices: the event loop serves the connections between them (at 10,000
+        connections each took about a millisecond), and the sample's ``/proc``
+        readings are taken off the loop (:meth:`SystemSampler.sample`).
+        """
         self.sampler.sample()
         runner = self.environment.runner
         if runner is None:
             return
         if not isinstance(runner, MasterRunner):
+            gevent.sleep(0)
             self._update_local()
+        gevent.sleep(0)
         self._record_sample()
 
-    def _update_local(self) -> None:
-        """Refresh the node of a local run from this process's own figures."""
+    def _update_local(self, round_trip: dict[str, Any] | None = None) -> None:
+        """Refresh the node of a local run from this process's own figures (``round_trip``: if already known)."""
         runner = self.environment.runner
         assert runner is not None, "a local node is refreshed while its runner runs"
         node = self.nodes.get("local")
@@ -154,7 +172,8 @@ class Live:
             node = self.nodes["local"] = Node("local", "local")
         self._harvester.harvest(runner.stats)
         node.system = self.sampler.latest
-        _, node.round_trip = latency(runner.stats, window=True)
+        node.system.loop_lag = run_state(self.environment).loop_lag.figures()  # fresh between samples
+        node.round_trip = round_trip if round_trip is not None else latency(runner.stats, window=True)[1]
         node.users = runner.user_count
         now = time.monotonic()
         counters = WsCounters().merge(run_state(self.environment).counters)
@@ -246,6 +265,7 @@ class Live:
             "round_trip": node.round_trip,
             "system": system_view(system, gauges["open"]),
             "saturated": bool(system and system.saturated),
+            "lagging": bool(system and system.lagging),
             "report_age": round(now - node.received_at, 1),
         }
 
@@ -258,8 +278,10 @@ class Live:
         environment = self.environment
         runner = environment.runner
         distributed = isinstance(runner, MasterRunner)
+        # The run's latency, computed once: in a local run the local node's is the same.
+        names, round_trip = latency(runner.stats, window=True) if runner is not None else ({}, None)
         if runner is not None and not distributed:
-            self._update_local()
+            self._update_local(round_trip)
         now = time.monotonic()
         alive = self.alive_nodes()
         alive_ids = {node.id for node in alive}
@@ -275,10 +297,10 @@ class Live:
         rates = self._rates(alive, now)
         systems = [node.system for node in alive if node.system is not None]
         cpu = sum(s.cpu for s in systems)
-        names, round_trip = latency(runner.stats, window=True) if runner is not None else ({}, None)
         requests = sum(entry["requests"] for entry in names.values())
         failures = sum(entry["failures"] for entry in names.values())
         saturated = [view["name"] for view in workers if view["saturated"] and view["id"] in alive_ids]
+        lagging = [view["name"] for view in workers if view["lagging"] and view["id"] in alive_ids]
         aggregate = {
             "workers": len(alive) if distributed else 0,
             "users": runner.user_count if runner is not None else 0,
@@ -297,6 +319,9 @@ class Live:
             },
             "saturated": bool(saturated),
             "saturated_workers": saturated,
+            "loop_lag": loop_lag_view([n.system for n in self.nodes.values() if n.system is not None], systems),
+            "lagging": bool(lagging),
+            "lagging_workers": lagging,
         }
         master = self.sampler.latest if distributed else None
         return {
@@ -357,7 +382,7 @@ class Live:
 
 def tick_forever(live: Live) -> None:
     """Call :meth:`Live.tick` every :data:`~wslocust.reporting.system.SAMPLE_INTERVAL`; runs in a greenlet."""
-    while True:
+    while live.housekeeping:
         gevent.sleep(SAMPLE_INTERVAL)
         try:
             live.tick()

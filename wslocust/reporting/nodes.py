@@ -13,7 +13,18 @@ from typing import Any
 from wslocust.reporting.system import SystemSample
 from wslocust.run.counters import WsCounters
 
-__all__ = ["GAUGES", "RATES", "RATE_WINDOW", "STALE_AFTER", "TOTALS", "Node", "per_1k", "rounded", "system_view"]
+__all__ = [
+    "GAUGES",
+    "RATES",
+    "RATE_WINDOW",
+    "STALE_AFTER",
+    "TOTALS",
+    "Node",
+    "loop_lag_view",
+    "per_1k",
+    "rounded",
+    "system_view",
+]
 
 GAUGES = ("open", "connecting", "reconnecting", "failed")
 """Counter fields that say how many users are in a state now."""
@@ -110,7 +121,27 @@ def system_view(system: SystemSample | None, open_connections: int) -> dict[str,
         "cpu_per_1k": per_1k(system.cpu, open_connections),
         "saturated": system.saturated,
         "saturated_seconds": round(system.saturated_seconds, 1),
+        "loop_lag": system.loop_lag.as_dict(),
+        "lagging": system.lagging,
     }
+
+
+def loop_lag_view(systems: list[SystemSample], alive: list[SystemSample]) -> dict[str, Any]:
+    """
+    The event-loop lag of several generator processes, ms (see
+    :class:`~wslocust.run.loop_lag.LagFigures`): for each figure the worst
+    process's, the recent ones over the processes still ``alive``, the run's
+    over all ``systems``; and the lagged windows of them all.
+    """
+    view: dict[str, Any] = {
+        name: max((getattr(system.loop_lag, name) for system in alive), default=0.0)
+        for name in ("recent_p99", "recent_max", "recent_busy")
+    }
+    for name in ("p99", "max", "busy", "worst_p99"):
+        view[name] = max((getattr(system.loop_lag, name) for system in systems), default=0.0)
+    view["windows"] = max((system.loop_lag.windows for system in systems), default=0)
+    view["lagged_windows"] = sum(system.loop_lag.lagged_windows for system in systems)
+    return view
 
 
 def rounded(values: dict[str, float]) -> dict[str, float]:

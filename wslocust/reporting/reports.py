@@ -25,6 +25,7 @@ from wslocust.formatting import category_label, format_bytes, format_count, form
 from wslocust.reporting.latency import latency
 from wslocust.reporting.nodes import RATES, TOTALS
 from wslocust.run.counters import WsCounters
+from wslocust.run.loop_lag import LAG_WARNING_MS
 
 if TYPE_CHECKING:
     from wslocust.reporting.live import Live
@@ -69,6 +70,10 @@ ROW_COLUMNS = (
     "open_files",
     "saturated",
     "saturated_seconds",
+    "loop_lag_p99_ms",
+    "loop_lag_max_ms",
+    "loop_lag_run_p99_ms",
+    "loop_lag_run_max_ms",
 )
 """Columns of ``PREFIX_websocket.csv`` and keys of :func:`node_rows`."""
 
@@ -98,8 +103,26 @@ def _row(view: dict[str, Any], node: str, status: str, round_trip: dict[str, Any
         "open_files": system.get("fds"),
         "saturated": bool(view.get("saturated")),
         "saturated_seconds": system.get("saturated_seconds", 0),
+        **_loop_lag_columns(system.get("loop_lag")),
     }
     return {column: ("" if row.get(column) is None else row.get(column)) for column in ROW_COLUMNS}
+
+
+def _loop_lag_columns(lag: dict[str, Any] | None) -> dict[str, Any]:
+    # Recent (the last few seconds) and whole-run event-loop lag, ms (wslocust.run.loop_lag).
+    if not lag:
+        return {}
+    return {
+        "loop_lag_p99_ms": lag["recent_p99"],
+        "loop_lag_max_ms": lag["recent_max"],
+        "loop_lag_run_p99_ms": lag["p99"],
+        "loop_lag_run_max_ms": lag["max"],
+    }
+
+
+def _status(view: dict[str, Any], state: str) -> str:
+    # The saturation signal: CPU pinned, or an event loop that stalls.
+    return "SATURATED" if view["saturated"] else "LAGGING" if view.get("lagging") else state
 
 
 def node_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
@@ -125,14 +148,15 @@ def node_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
             "peak_cpu": max((s["peak_cpu"] for s in systems), default=None),
             "fds": sum(s["fds"] for s in systems) if systems else None,
             "saturated_seconds": round(sum(s["saturated_seconds"] for s in systems), 1),
+            "loop_lag": aggregate.get("loop_lag"),
         },
     }
     state = snapshot["state"]
     name = f"All ({len(workers)} workers)" if distributed else "All"
-    rows = [_row(totals_view, name, "SATURATED" if aggregate["saturated"] else state, aggregate["round_trip"])]
+    rows = [_row(totals_view, name, _status(aggregate, state), aggregate["round_trip"])]
     if distributed:
         for view in workers:
-            status = "SATURATED" if view["saturated"] and view["state"] != "gone" else view["state"]
+            status = _status(view, view["state"]) if view["state"] != "gone" else view["state"]
             rows.append(_row(view, view["name"], status, view["round_trip"]))
     return rows
 
@@ -192,7 +216,28 @@ def console_lines(snapshot: dict[str, Any]) -> list[str]:
                 f"WebSocket  SATURATED: {view['name']} ({view['host']}, pid {view['pid']}) at "
                 f"{view['system']['cpu']:.0f} % CPU: its latency figures are not trustworthy"
             )
+        elif view.get("lagging"):
+            lag = view["system"]["loop_lag"]
+            lines.append(
+                f"WebSocket  LAGGING: {view['name']} ({view['host']}, pid {view['pid']}): event-loop lag p99 "
+                f"{_ms(lag['recent_p99'])}, max {_ms(lag['recent_max'])} over the last seconds: its latency "
+                "figures include the generator's own delay"
+            )
     return lines
+
+
+def _timing_lines(totals: dict[str, Any]) -> list[str]:
+    """Which clock the latencies were taken from (the results block): none if nothing was received."""
+    by_kernel = totals.get("received_timed_by_kernel", 0)
+    at_read = totals.get("received_timed_at_read", 0)
+    if not by_kernel and not at_read:
+        return []
+    if not by_kernel:
+        return ["  timing       latency timed from read time (no kernel receive timestamps)"]
+    line = "  timing       latency timed from kernel receive timestamps (SO_TIMESTAMPNS)"
+    if at_read:
+        line += f"; {at_read:,} of {by_kernel + at_read:,} received timed from read time (no timestamp)"
+    return [line]
 
 
 def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dict[str, Any] | None) -> list[str]:
@@ -216,6 +261,8 @@ def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dic
             else ""
         ),
         f"  latency      {_round_trip(round_trip)} (whole run)",
+        *_timing_lines(t),
+        _event_loop_line(aggregate.get("loop_lag"), snapshot["mode"] == "master"),
         (
             f"  replies      {t['replies_timed_out']:,} timed out ({t['replies_late']:,} came late), "
             f"{t['replies_lost']:,} lost on close, {t['replies_in_flight_at_stop']:,} in flight at stop; "
@@ -253,19 +300,44 @@ def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dic
                 f"  {view['name']:<12} {view['host']} pid {view['pid']}: {w['connects_succeeded']:,} connects, "
                 f"{w['messages_sent']:,} sent, {w['messages_received']:,} received, {w['errors']:,} errors, "
                 f"peak CPU {system.get('peak_cpu', 0):.0f} %"
+                + (
+                    f", loop lag p99 {_ms(system['loop_lag']['p99'])}, max {_ms(system['loop_lag']['max'])}"
+                    if system.get("loop_lag")
+                    else ""
+                )
             )
     return lines
 
 
+def _event_loop_line(lag: dict[str, Any] | None, distributed: bool) -> str:
+    """The results block's event-loop line: how long replies could wait for the generator's own loop."""
+    if not lag or not lag["windows"]:
+        return "  event loop   lag not measured (a run shorter than a second)"
+    return (
+        f"  event loop   lag p99 {_ms(lag['p99'])}, max {_ms(lag['max'])}, busy {lag['busy']:.1f} % of the time"
+        f"{' (worst worker)' if distributed else ''}; {lag['lagged_windows']:,} one-second "
+        f"window{'s' if lag['lagged_windows'] != 1 else ''} with p99 > {LAG_WARNING_MS:g} ms"
+    )
+
+
 def saturation_warnings(snapshot: dict[str, Any]) -> list[str]:
-    """One line per generator process that was saturated at some point of the run."""
-    return [
+    """One line per generator process that was saturated, and one per process whose event loop lagged."""
+    saturated = [
         f"{view['name']} ({view['host']}, pid {view['pid']}) ran at >= 90 % CPU for "
         f"{view['system']['saturated_seconds']:.0f} s (peak {view['system']['peak_cpu']:.0f} %): "
         "its latency figures are not trustworthy; run more worker processes"
         for view in snapshot["workers"]
         if view["system"] and view["system"]["saturated_seconds"] > 0
     ]
+    lagged = [
+        f"{view['name']} ({view['host']}, pid {view['pid']}): its event loop lagged, loop-lag p99 above "
+        f"{LAG_WARNING_MS:g} ms in {lag['lagged_windows']:,} one-second "
+        f"window{'s' if lag['lagged_windows'] != 1 else ''} (worst p99 {_ms(lag['worst_p99'])}, longest stall "
+        f"{_ms(lag['max'])}): latencies measured then include the generator's own delay"
+        for view in snapshot["workers"]
+        if view["system"] and (lag := view["system"].get("loop_lag")) and lag["lagged_windows"]
+    ]
+    return saturated + lagged
 
 
 # Printing -----------------------------------------------------------------------
@@ -274,7 +346,7 @@ def saturation_warnings(snapshot: dict[str, Any]) -> list[str]:
 def print_console_lines(live: Live, stats: Any, current: bool) -> None:
     """Under each periodic table of a headless run (not the final one): the WebSocket lines."""
     runner = live.environment.runner
-    if current and runner is not None and runner.stats is stats:
+    if current and live.housekeeping and runner is not None and runner.stats is stats:
         for line in console_lines(live.snapshot()):
             console.info(line)
         console.info("")

@@ -1,8 +1,8 @@
 """
 The WebSocket figures in Locust's web UI, on the web UI's own port:
 
-* three extra tabs, **WebSocket** (connections, messages, latency and CPU of
-  the run and of each worker), **WebSocket system** (CPU, memory, open files
+* three extra tabs, **WebSocket** (connections, messages, latency, CPU and
+  event-loop lag of the run and of each worker), **WebSocket system** (CPU, memory, open files
   and network of each worker process and its host) and **WebSocket errors**
   (errors by category), through the ``extended_tabs`` / ``extended_tables``
   template arguments and the ``extended_stats`` of ``/stats/requests`` that
@@ -75,6 +75,9 @@ TABLES = [
             ("rtt_p95", "p95 (ms)"),
             ("rtt_p99", "p99 (ms)"),
             ("cpu", "CPU %"),
+            # the generator's own event loop over the last seconds (wslocust.run.loop_lag)
+            ("loop_lag_p99", "Loop lag p99 (ms)"),
+            ("loop_lag_max", "Loop lag max (ms)"),
         ),
     },
     {
@@ -136,6 +139,8 @@ def tab_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
                 "rtt_p95": row["round_trip_p95_ms"],
                 "rtt_p99": row["round_trip_p99_ms"],
                 "cpu": row["cpu_percent"],
+                "loop_lag_p99": row["loop_lag_p99_ms"],
+                "loop_lag_max": row["loop_lag_max_ms"],
             }
         )
         host = hosts.get(row["host"], {})
@@ -213,6 +218,26 @@ class _Collector:
         saturated = GaugeMetricFamily(
             "wslocust_saturated", "1 when the generator's CPU stayed above 90 %", labels=["worker"]
         )
+        lag_p99 = GaugeMetricFamily(
+            "wslocust_loop_lag_p99_milliseconds",
+            "Event-loop lag p99 of the generator, worst one-second window of the last 5 s",
+            labels=["worker"],
+        )
+        lag_max = GaugeMetricFamily(
+            "wslocust_loop_lag_max_milliseconds",
+            "Longest event-loop stall of the generator in the last 5 s",
+            labels=["worker"],
+        )
+        lag_busy = GaugeMetricFamily(
+            "wslocust_loop_busy_percent",
+            "Share of the last 5 s the generator's event loop was busy",
+            labels=["worker"],
+        )
+        lagged = GaugeMetricFamily(  # a gauge: it starts over with each test
+            "wslocust_loop_lagged_windows",
+            "One-second windows of the current test with an event-loop lag p99 above 5 ms",
+            labels=["worker"],
+        )
         for node in nodes:
             name = node.name
             if node.id in alive:
@@ -224,11 +249,17 @@ class _Collector:
                     rss.add_metric([name], node.system.rss)
                     fds.add_metric([name], node.system.fds)
                     saturated.add_metric([name], 1 if node.system.saturated else 0)
+                    lag = node.system.loop_lag
+                    lag_p99.add_metric([name], lag.recent_p99)
+                    lag_max.add_metric([name], lag.recent_max)
+                    lag_busy.add_metric([name], lag.recent_busy)
+                    lagged.add_metric([name], lag.lagged_windows)
             for total_name, family in totals.items():
                 family.add_metric([name], getattr(node.counters, total_name))
             for category, count in node.errors.items():
                 errors.add_metric([name, category], count)
         yield from (users, connections, *totals.values(), errors, cpu, rss, fds, saturated)
+        yield from (lag_p99, lag_max, lag_busy, lagged)
 
         host_cpu = GaugeMetricFamily("wslocust_host_cpu_percent", "Host CPU % (all cores)", labels=["host"])
         net_in = GaugeMetricFamily("wslocust_host_network_receive_bytes_per_second", "Host receive", labels=["host"])
@@ -326,4 +357,3 @@ def install(environment: Environment, web_ui: Any, live: Live) -> None:
     web_ui.template_args["extended_csv_files"] = [
         {"href": "./ws/stats/csv", "title": "Download WebSocket statistics CSV"}
     ]
-
