@@ -20,6 +20,7 @@ path                       behaviour of a faulty connection
 ``/fragmented-ping``       echoes each message as three fragments with a ping in between (valid)
 ``/half-open``             upgrades, then reads everything and answers nothing: no echo, pong or close
 ``/slow``                  echoes each message ``delay`` seconds later
+``/slow-upgrade``          answers the upgrade ``delay`` seconds late, then echoes
 ``/flood``                 sends ``size``-byte text messages as fast as the socket takes them
 ``/disorder``              of every ten messages, echoes the 3rd twice, the 5th after the 6th, never
                            the 8th, and the 9th ``delay`` seconds late (message integrity)
@@ -28,7 +29,8 @@ path                       behaviour of a faulty connection
 Query parameters: ``n`` (the first ``n`` connections of the path are faulty,
 later ones are correct echo connections, so that a reconnecting client
 recovers and every failure can be counted; 0 or absent: all of them),
-``size`` (``/frame/oversized``, ``/flood``) and ``delay`` (``/slow``).
+``size`` (``/frame/oversized``, ``/flood``), ``delay`` (``/slow``, ``/slow-upgrade``) and ``keep_tcp``
+(``/frame/KIND``: after the client's close frame, keep TCP open until the client drops it).
 
 The server counts what it did per request target, path and query
 (:meth:`FaultServer.counts`): these are the figures the tests compare with
@@ -412,7 +414,9 @@ class _Connection:
         if argument == "truncated":
             self.end_tcp()  # EOF in the middle of the frame
             return
-        self.echo(answer=False)  # until the client's close frame, then close TCP
+        self.echo(answer=False)  # until the client's close frame, then close TCP...
+        if self.query.get("keep_tcp"):
+            self.until_eof()  # ... or keep it open until the client drops it
 
     def fault_fragmented_ping(self, _: str) -> None:
         self.upgrade()
@@ -454,6 +458,11 @@ class _Connection:
                 self.count("pings_received")
             elif opcode == OP_CLOSE:
                 self.count("ignored_closes")
+
+    def fault_slow_upgrade(self, _: str) -> None:
+        time.sleep(float(self.query.get("delay", 1.0)))
+        self.upgrade()
+        self.echo()
 
     def fault_slow(self, _: str) -> None:
         self.upgrade()

@@ -56,6 +56,7 @@ class ConnectionKeeper(PeriodicMessages):
     max_message_size: int | None
     validate_utf8: bool
     close_timeout: float
+    kernel_timestamps: bool
     reconnect: bool
     reconnect_delay: float
     reconnect_max_delay: float
@@ -102,6 +103,8 @@ class ConnectionKeeper(PeriodicMessages):
                 max_message_size=self.max_message_size,
                 validate_utf8=self.validate_utf8,
                 close_timeout=self.close_timeout,
+                kernel_timestamps=self.kernel_timestamps,
+                timing=self.counters,
             )
             counters = self.counters
             counters.connect_attempts += 1
@@ -110,8 +113,21 @@ class ConnectionKeeper(PeriodicMessages):
             try:
                 self._open_connection(connection, headers, proxy)
             except WsLocustError as exc:
+                error: WsLocustError | None = exc
+            except GreenletExit:
+                # A user with tasks, stopped half-way through its upgrade, which did not finish within
+                # close_timeout (see _shutdown): still one attempt, failed.
                 counters.connects_failed += 1
-                self._fail(name, exc, response_time=(perf_counter() - started) * 1000)
+                self._fail(name, _stopped_during_upgrade(self.close_timeout), (perf_counter() - started) * 1000)
+                raise
+            else:
+                error = None
+            finally:
+                # Only while in open(): a stop joins an upgrade under way, never a backoff.
+                self._opening = False
+            if error is not None:
+                counters.connects_failed += 1
+                self._fail(name, error, response_time=(perf_counter() - started) * 1000)
                 failed_attempts += 1
                 if self._stopping:
                     return
@@ -121,9 +137,8 @@ class ConnectionKeeper(PeriodicMessages):
                 self._set_state(ConnectionState.RECONNECTING if not first else ConnectionState.CONNECTING)
                 self._backoff(failed_attempts)
                 continue
-            finally:
-                self._opening = False
-            elapsed = (perf_counter() - started) * 1000
+            # Up to the arrival of the 101 response (the kernel's time of it, where there is one).
+            elapsed = ((connection.opened_at or perf_counter()) - started) * 1000
             counters.connects_succeeded += 1
             if not first:
                 counters.reconnects += 1
@@ -137,8 +152,9 @@ class ConnectionKeeper(PeriodicMessages):
             self._set_state(ConnectionState.OPEN)
             self._open.set()
             self._ready.set()
-            if self._stopping:  # stopped during the upgrade (see _shutdown): counted, then closed
-                connection.close(timeout=self.close_timeout)
+            if self._stopping:  # stopped during the upgrade (see _shutdown): counted, then closed at once
+                self._close_reading(connection, self.close_timeout)
+                counters.closed += 1
                 return
             if self._holding:
                 if name == "connect":
@@ -162,6 +178,7 @@ class ConnectionKeeper(PeriodicMessages):
                     retirer.kill(block=False)
             self._open.clear()
             if self._stopping:
+                self._drained.set()  # _shutdown waits for no more replies: none can come
                 return
             if self._retiring:  # closed by _retire: not a failure; reconnect at once
                 self._retiring = False
@@ -203,7 +220,7 @@ class ConnectionKeeper(PeriodicMessages):
                 opener.kill()
         error = opener.value if opener.ready() else GreenletExit()
         if isinstance(error, GreenletExit):  # the upgrade did not finish in close_timeout: a failed attempt
-            raise ConnectTimeout(f"stopped during the upgrade, after {self.close_timeout:g} s")
+            raise _stopped_during_upgrade(self.close_timeout)
         if error is not None:
             raise error
 
@@ -294,36 +311,62 @@ class ConnectionKeeper(PeriodicMessages):
     # Stop ----------------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        """
+        Stop, as the stop contract says: wait, up to ``close_timeout`` in all, only for the replies
+        to messages in flight on an open connection, then close it cleanly; everything read
+        before the close is counted. A user with no open connection (in backoff, given up) or
+        nothing in flight stops at once; one whose upgrade is under way lets it finish (at most
+        ``close_timeout``), then closes at once. Each connection is counted once: ``closed`` here
+        only if it was open at the stop (a lost one was counted as lost).
+        """
         self._stopping = True
         self._stop_ticking()
         connection = self.connection
         session = self._session
         receiver = None
+        open_at_stop = connection is not None and connection.closed is None
         if session is gevent.getcurrent():
             # A user without tasks: this greenlet received until Locust stopped it. Another
             # one receives the last replies and the close while on_stop runs and we drain.
-            if connection is not None and connection.closed is None:
-                receiver = gevent.spawn(connection.receive_forever)
+            if connection is not None and open_at_stop:
+                receiver = gevent.spawn(self._receive_until_closed, connection)
             if self.state is not ConnectionState.FAILED:
                 self._run_hook(self.on_stop)
-        if connection is not None and connection.closed is None:
-            if self._correlator.pending:
+        deadline = perf_counter() + self.close_timeout
+        if connection is not None and open_at_stop:
+            if self._correlator.pending and connection.closed is None:
                 self._drained.clear()
                 self._drained.wait(self.close_timeout)
-            connection.close(timeout=self.close_timeout)
+            connection.close(timeout=max(0.0, deadline - perf_counter()))
+            self.counters.closed += 1
         if receiver is not None:
             receiver.kill(block=True)
         if session is not None and not session.dead and session is not gevent.getcurrent():
             if self._opening:
                 # Let an upgrade under way finish: killed half-way, the server would count a
                 # connection that the user never did (a churning run stops in many upgrades).
-                session.join(self.close_timeout)
+                session.join(max(0.0, deadline - perf_counter()))
             session.kill(block=True)
         self._correlator.discard_all()  # counted in replies_in_flight_at_stop
         if self.state is not ConnectionState.FAILED:
             self._set_state(ConnectionState.CLOSED)
-            if self.connection is not None:
-                self.counters.closed += 1
+
+    def _receive_until_closed(self, connection: Connection) -> None:
+        """Receive the last replies and the close; then wake a drain waiting for replies that cannot come."""
+        connection.receive_forever()
+        self._drained.set()
+
+    def _close_reading(self, connection: Connection, timeout: float) -> None:
+        """
+        Close ``connection`` cleanly while a greenlet reads it, when no other does: the server's close
+        reply ends the wait at once (nothing read, ``close()`` would wait all of ``timeout``), and
+        what the server sent before it is counted.
+        """
+        receiver = gevent.spawn(connection.receive_forever)
+        try:
+            connection.close(timeout=timeout)
+        finally:
+            receiver.kill(block=True)
 
     # Bookkeeping -------------------------------------------------------------
 
@@ -338,6 +381,10 @@ class ConnectionKeeper(PeriodicMessages):
             setattr(counters, old.value, getattr(counters, old.value) - 1)
         if new is not ConnectionState.CLOSED:
             setattr(counters, new.value, getattr(counters, new.value) + 1)
+
+
+def _stopped_during_upgrade(close_timeout: float) -> ConnectTimeout:
+    return ConnectTimeout(f"stopped during the upgrade, after {close_timeout:g} s")
 
 
 def _returning_errors(call: Any, options: dict[str, Any]) -> BaseException | None:

@@ -17,6 +17,7 @@ import gevent
 import gevent.event
 
 from wslocust.exceptions import ConnectionClosed, ReceiveTimeout, connection_closed
+from wslocust.user.pushes import time_push
 from wslocust.user.state import ConnectionState
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class Messaging:
         def _fill_window(self) -> None: ...  # PeriodicMessages, built on this class
 
         def _fail(self, name: str, exception: Exception, response_time: float | None = None) -> None: ...
+
+        def _set_state(self, state: ConnectionState) -> None: ...  # ConnectionKeeper
 
         def _report_user_error(self, exception: Exception) -> None: ...
 
@@ -130,39 +133,68 @@ class Messaging:
         sequence: int = 0,
         block: bool = True,
     ) -> Pending | None:
-        connection = self._connection_for_send(name)
-        if connection is None:
-            return None
+        """
+        Send a request and start waiting for its reply; None if it was not sent.
+
+        A message refused by a closing connection (the server's close frame came, or we failed the
+        connection, and TCP has not ended yet) was never sent: it is not counted as sent, nor lost,
+        nor as a failure of its own; the connection's end is recorded once, as ``disconnect``, by
+        the side that closed. A caller that may wait (``block``) sends it on the next connection;
+        a periodic message (in the event loop, it cannot wait) is skipped.
+        """
+        connection = self._connection_for_send(name, block)
         correlator = self._correlator
-        pending = correlator.add(match, name, scheduled_at, blocking, sequence)
-        try:
-            if type(payload) is str:
-                connection.send_text(payload, block=block)
-            else:
-                connection.send_binary(payload, block=block)  # type: ignore[arg-type]
-        except ConnectionClosed as exc:
-            # Never sent, so not lost either: a failure of its own.
-            correlator.forget(pending)
-            self._fail(name, exc)
-            return None
-        self._count_sent(payload)
-        return pending
+        while connection is not None:
+            pending = correlator.add(match, name, scheduled_at, blocking, sequence)
+            try:
+                if type(payload) is str:
+                    connection.send_text(payload, block=block)
+                else:
+                    connection.send_binary(payload, block=block)  # type: ignore[arg-type]
+            except ConnectionClosed as exc:
+                correlator.forget(pending)
+                self._stop_sending_on(connection)
+                connection = self._connection_for_send(name, block, refused=exc)
+                continue
+            self._count_sent(payload)
+            return pending
+        return None
 
     def _count_sent(self, payload: str | bytes) -> None:
         counters = self.counters
         counters.messages_sent += 1
         counters.bytes_sent += payload_size(payload)
 
-    def _connection_for_send(self, name: str) -> Connection | None:
+    def _connection_for_send(
+        self, name: str, wait: bool = True, refused: ConnectionClosed | None = None
+    ) -> Connection | None:
+        """
+        The open connection to send ``name`` on, waiting out a reconnect (at most ``connect_timeout``)
+        rather than failing every message sent meanwhile; None, with a ``name`` failure, if none
+        opened in time. With ``wait`` False (in the event loop): None at once, and nothing recorded.
+        ``refused``: why the previous connection refused the message.
+        """
         connection = self.connection
         if self.state is ConnectionState.OPEN and connection is not None:
             return connection
-        # Wait out a reconnect rather than failing every message sent meanwhile.
-        if self._open.wait(self.connect_timeout) and self.connection is not None:
+        if not wait:
+            return None
+        if self._open.wait(self.connect_timeout) and self.state is ConnectionState.OPEN and self.connection is not None:
             return self.connection
+        # The side that ended the last connection, as its end recorded it; while it was still
+        # closing, what its refusal said.
         last = self.connection.closed if self.connection is not None else None
-        self._fail(name, last or connection_closed(1006))
+        self._fail(name, last or refused or connection_closed(1006))
         return None
+
+    def _stop_sending_on(self, connection: Connection) -> None:
+        """
+        ``connection`` refused a message: it is closing. Later messages wait for the next connection
+        (periodic ones stop) instead of meeting its refusal one by one.
+        """
+        if connection is self.connection and self.state is ConnectionState.OPEN:
+            self._open.clear()
+            self._set_state(ConnectionState.RECONNECTING)
 
     # Receiving (runs in the session greenlet) --------------------------------
 
@@ -196,6 +228,7 @@ class Messaging:
         if correlator.count_late_or_duplicate(message, self.message_size):
             return
         counters.unsolicited_received += 1
+        time_push(self, message, received_at, size)  # type: ignore[arg-type]  # the user's push_sent_at hook
         try:
             self.on_message(message)
         except Exception as exc:  # noqa: BLE001 - a bug in a hook must not take the connection down
