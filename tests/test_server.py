@@ -298,8 +298,11 @@ def test_broadcast_reaches_every_open_connection(start_server, connect):
         received = [ws.recv() for _ in range(4 if index == 0 else 3)]
         if index == 0:
             received.remove("echo me")
-        numbers = [int(re.fullmatch(r"broadcast (\d+)", text)[1]) for text in received]
+        broadcasts = [json.loads(text) for text in received]
+        numbers = [broadcast["broadcast"] for broadcast in broadcasts]
         assert numbers == list(range(numbers[0], numbers[0] + 3))
+        # stamped with the server's time.time() when the broadcast began: the fan-out's start
+        assert all(0 <= time.time() - broadcast["sent_at"] < 5 for broadcast in broadcasts), broadcasts
     for ws in sockets:
         ws.close()
     wait_for(lambda: server.counters.connections_open == 0, TIMEOUT)

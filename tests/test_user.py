@@ -129,7 +129,7 @@ def test_server_pushes_reach_on_message():
     finally:
         pushing.stop(timeout=1)
     assert run_state(environment).counters.unsolicited_received >= 6
-    assert all(message.startswith("broadcast") for message in received)
+    assert all(message.startswith('{"broadcast": ') for message in received)
 
 
 def test_server_close_is_counted_and_the_user_reconnects():

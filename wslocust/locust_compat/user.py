@@ -9,7 +9,8 @@ must open it before the task loop and close it after, in its own greenlet:
 :class:`SessionUser` lets it say so without overriding ``run`` itself.
 
 The Locust names this relies on (``User.start(self, group)``, ``User.run(self)``,
-``User._state``, ``LOCUST_STATE_WAITING``) are listed in
+``User._state``, ``LOCUST_STATE_WAITING``, and the pacing clock ``User._cp_last_run`` and
+``User._cp_last_wait_time`` of ``constant_pacing`` / ``constant_throughput``) are listed in
 :data:`wslocust.locust_compat.PATCHED`; ``tests/test_locust_compat.py``
 fails when one disappears and checks the behaviour on the oldest Locust allowed.
 Read in Locust 2.40.0, 2.43.4, 2.46.6 and 2.47.0.
@@ -17,6 +18,7 @@ Read in Locust 2.40.0, 2.43.4, 2.46.6 and 2.47.0.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from locust import User
@@ -38,8 +40,23 @@ class SessionUser(User):
         self.run_tasks()
 
     def run_tasks(self) -> None:
-        """Locust's own ``User.run``: ``on_start``, the task loop, ``on_stop``."""
+        """
+        Locust's own ``User.run``: ``on_start``, the task loop, ``on_stop``; paced from now.
+
+        ``constant_pacing`` and ``constant_throughput`` time each wait from the previous task,
+        and the first from the moment Locust created the user (``User.__init__`` sets
+        ``_cp_last_run``). Locust creates a burst's users in one instant, so however spread out
+        their sessions begin their tasks (the start pacer spreads the connects), the first wait
+        brings every user back to that instant: 200 users paced at 1 s sent within the same
+        50 ms of each second. Their pacing starts when their tasks do.
+        """
+        self.restart_pacing()
         User.run(self)
+
+    def restart_pacing(self) -> None:
+        """Make ``constant_pacing`` / ``constant_throughput`` count the next wait from now."""
+        self._cp_last_run = time.perf_counter()
+        self._cp_last_wait_time = 0
 
     def stoppable_at_once(self) -> None:
         """

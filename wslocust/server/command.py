@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--broadcast-interval-ms",
         type=_cli_type("broadcast_interval_ms"),
         default=defaults.broadcast_interval_ms,
-        help='send "broadcast <n>" to every open connection every this many ms, 0 = off (default: %(default)s)',
+        help='send {"broadcast": <n>, "sent_at": <epoch s>} to every open connection every this many ms, '
+        "0 = off (default: %(default)s)",
     )
     faults = parser.add_argument_group("faults")
     faults.add_argument(

@@ -201,8 +201,10 @@ class ServerConfig:
     connection's echoes keep their order."""
 
     broadcast_interval_ms: float = 0.0
-    """Every this many ms, send the text message ``broadcast <n>`` to every open
-    connection, ``n`` counting from 1; 0 = off."""
+    """Every this many ms, send the text message ``{"broadcast": <n>, "sent_at": <t>}`` to
+    every open connection, ``n`` counting from 1 and ``t`` the server's ``time.time()`` when
+    the broadcast began (seconds, to the microsecond), so that a client times its fan-out
+    delivery (``WebSocketUser.push_sent_at`` reads the field by default); 0 = off."""
 
     # Faults
 

@@ -348,7 +348,9 @@ class ReferenceServer:
             # Late (a busy server)? Skip ahead rather than burst to catch up.
             next_at = max(next_at + interval, time.monotonic())
             number += 1
-            item = (0.0, f"broadcast {number}", True)
+            # One message for every connection, stamped when the broadcast begins: what a client
+            # measures from it is the fan-out's delivery, queueing behind the other connections included.
+            item = (0.0, f'{{"broadcast": {number}, "sent_at": {time.time():.6f}}}', True)
             # put() on an unbounded queue never yields, so the set cannot change meanwhile.
             for connection in self._connections:
                 # A client that does not read misses broadcasts instead of growing

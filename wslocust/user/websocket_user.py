@@ -11,6 +11,8 @@ echo       round trip of :meth:`~WebSocketUser.echo` and periodic messages,
            from the time the message was *scheduled* to be sent
 ping       ping to pong round trip (when ``ping_interval`` is set)
 disconnect the server or the network closed the connection (failure only)
+push       delivery of a server push that carries its send time, from that time to its
+           arrival (see :meth:`~WebSocketUser.push_sent_at`)
 send       a plain :meth:`~WebSocketUser.send` that could not be sent
            (failure only; successful sends are counted, not timed)
 ========== =================================================================
@@ -22,6 +24,7 @@ The class is the public API (settings, :meth:`~WebSocketUser.send`, :meth:`~WebS
 - :mod:`wslocust.user.messaging`: sending, waiting for replies, dispatching received messages;
 - :mod:`wslocust.user.correlation`: which reply answers which request, and what came back wrong (no I/O);
 - :mod:`wslocust.user.ticks`: the periodic messages and the in-flight window of a user without tasks.
+- :mod:`wslocust.user.pushes`: the delivery latency of server pushes that carry their send time.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from wslocust.run.state import run_state
 from wslocust.transport.connection import Connection
 from wslocust.user.correlation import Correlator
 from wslocust.user.keeper import ConnectionKeeper
+from wslocust.user.pushes import sent_at_field
 from wslocust.user.state import ConnectionState
 
 if TYPE_CHECKING:
@@ -125,6 +129,11 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
     close_timeout: float = 2.0
     """Seconds a stopping user waits for in-flight replies and for the server's close frame."""
 
+    kernel_timestamps: bool = True
+    """Time replies, pongs and the upgrade response from the kernel's receive timestamps (Linux
+    ``SO_TIMESTAMPNS``): when their bytes reached the host, not when the event loop got round to reading
+    them (``docs/measurement.md``). False: from the read, and ``wss://`` through ``ssl.SSLSocket``."""
+
     # Reconnection -----------------------------------------------------------
 
     reconnect: bool = True
@@ -191,6 +200,25 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
         It is already counted; override to react. Runs in the receiving greenlet: don't block.
         """
 
+    def push_sent_at(self, message: str | bytes) -> float | None:
+        """
+        Return when the server (or the peer it relays) sent a pushed message, as that sender's
+        ``time.time()`` in seconds, or None if the message does not say.
+
+        Called with each message that answers no pending request, before :meth:`on_message`;
+        a time makes the push's delivery latency a ``push`` request. The default reads the
+        ``"sent_at"`` number of a JSON object, which the reference server's broadcasts carry;
+        a server that stamps its pushes elsewhere gets its own override, e.g.
+        ``return json.loads(message)["ts"] / 1000`` for milliseconds. Exact on one host; across
+        hosts as good as the two clocks agree. Runs in the receiving greenlet: keep it cheap.
+        A hook that raises or returns anything but seconds is reported once, as a user error,
+        and the user stops timing its pushes.
+        """
+        return sent_at_field(message)
+
+    _push_timing_off = False
+    """Set when :meth:`push_sent_at` failed: it is not called again for this user."""
+
     def reply_key(self, message: str | bytes) -> Hashable:
         """
         Return the correlation key of a received message, matched against the
@@ -210,18 +238,20 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
         records a ``name`` failure, when the connection is not open.
         """
         connection = self._connection_for_send(name)
-        if connection is None:
-            return False
-        try:
-            if type(payload) is str:
-                connection.send_text(payload)
-            else:
-                connection.send_binary(payload)  # type: ignore[arg-type]
-        except ConnectionClosed as exc:
-            self._fail(name, exc)
-            return False
-        self._count_sent(payload)
-        return True
+        while connection is not None:
+            try:
+                if type(payload) is str:
+                    connection.send_text(payload)
+                else:
+                    connection.send_binary(payload)  # type: ignore[arg-type]
+            except ConnectionClosed as exc:
+                # Closing: the message goes on the next connection, or fails once with why this one ended.
+                self._stop_sending_on(connection)
+                connection = self._connection_for_send(name, refused=exc)
+                continue
+            self._count_sent(payload)
+            return True
+        return False
 
     def echo(self, payload: str | bytes | None = None, name: str = "echo", timeout: float | None = None) -> Any:
         """
