@@ -9,16 +9,21 @@
 //                        from accepting each TCP connection to writing its 101
 //                        ("handshake"): the server-side truth the clients' figures
 //                        are compared with
-//   POST /latency/reset  forget the recorded times
+//   GET /latency/messages with --record-messages: every echoed message as
+//                        [client port, its number on that connection (1, 2, ...),
+//                        received at (ms on the server's monotonic clock), held (ms)],
+//                        for joining the client's and the server's times per message
+//   POST /latency/reset  forget the recorded times (and messages)
 //
 // Any other plain HTTP request gets 404. Prints "listening <port>" on stdout
 // once it accepts connections.
 //
 // Usage: node node_echo_server.js [--host 127.0.0.1] [--port 0] [--hold-ms 0]
-//                                 [--record-latency]
+//                                 [--record-latency] [--record-messages]
 //   --hold-ms N        hold each echo N ms (setTimeout) before sending it
 //   --record-latency   record the times above (off by default: at 100,000
 //                      messages/s the recording itself costs the server CPU)
+//   --record-messages  also keep each message's record (implies --record-latency)
 // Needs the "ws" package on NODE_PATH (benchmarks/servers.py installs it into
 // benchmarks/.node/ and sets NODE_PATH).
 
@@ -45,7 +50,8 @@ function number(name, fallback, minimum) {
 const host = option("--host", "127.0.0.1");
 const port = number("--port", 0, 0);
 const holdMs = number("--hold-ms", 0, 0);
-const recordLatency = process.argv.includes("--record-latency");
+const recordMessages = process.argv.includes("--record-messages");
+const recordLatency = recordMessages || process.argv.includes("--record-latency");
 
 const counters = {
   connections_opened: 0,
@@ -112,8 +118,14 @@ class Samples {
 }
 
 const echoTimes = new Samples();
+// One flat array of 4 numbers per message (see GET /latency/messages), capped like the samples.
+let messageRecords = [];
+let messagesDropped = 0;
+const CLIENT_PORT = Symbol("clientPort");
+const MESSAGE_NUMBER = Symbol("messageNumber");
 const handshakeTimes = new Samples();
 const ACCEPTED_AT = Symbol("acceptedAt");
+const STARTED = process.hrtime.bigint();
 
 function elapsedMs(since) {
   return Number(process.hrtime.bigint() - since) / 1e6;
@@ -148,7 +160,17 @@ const server = http.createServer((request, response) => {
     });
     return;
   }
+  if (request.method === "GET" && request.url === "/latency/messages") {
+    const messages = [];
+    for (let i = 0; i < messageRecords.length; i += 4) {
+      messages.push(messageRecords.slice(i, i + 4));
+    }
+    sendJson(response, 200, { recording: recordMessages, dropped: messagesDropped, messages });
+    return;
+  }
   if (request.method === "POST" && request.url === "/latency/reset") {
+    messageRecords = [];
+    messagesDropped = 0;
     echoTimes.reset();
     handshakeTimes.reset();
     sendJson(response, 200, { reset: true });
@@ -168,7 +190,7 @@ if (recordLatency) {
 // No compression: the benchmark measures framing, not zlib.
 const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: 1 << 20 });
 
-function echo(socket, data, isBinary, receivedAt) {
+function echo(socket, data, isBinary, receivedAt, number) {
   if (socket.readyState !== socket.OPEN) {
     return;
   }
@@ -177,7 +199,15 @@ function echo(socket, data, isBinary, receivedAt) {
   counters.bytes_sent += data.length;
   if (receivedAt !== undefined) {
     // ws writes small frames to the socket synchronously: this is when the echo left.
-    echoTimes.add(elapsedMs(receivedAt));
+    const held = elapsedMs(receivedAt);
+    echoTimes.add(held);
+    if (recordMessages) {
+      if (messageRecords.length >= 4 * MAX_SAMPLES) {
+        messagesDropped += 1;
+      } else {
+        messageRecords.push(socket[CLIENT_PORT], number, Number(receivedAt - STARTED) / 1e6, held);
+      }
+    }
   }
 }
 
@@ -187,14 +217,18 @@ wss.on("connection", (socket, request) => {
   if (recordLatency && request.socket[ACCEPTED_AT] !== undefined) {
     handshakeTimes.add(elapsedMs(request.socket[ACCEPTED_AT]));
   }
+  socket[CLIENT_PORT] = request.socket.remotePort;
+  socket[MESSAGE_NUMBER] = 0;
   socket.on("message", (data, isBinary) => {
     const receivedAt = recordLatency ? process.hrtime.bigint() : undefined;
     counters.messages_received += 1;
     counters.bytes_received += data.length;
+    // Numbered on arrival: the echoes leave in the same order (equal holds, FIFO timers).
+    socket[MESSAGE_NUMBER] += 1;
     if (holdMs > 0) {
-      setTimeout(echo, holdMs, socket, data, isBinary, receivedAt);
+      setTimeout(echo, holdMs, socket, data, isBinary, receivedAt, socket[MESSAGE_NUMBER]);
     } else {
-      echo(socket, data, isBinary, receivedAt);
+      echo(socket, data, isBinary, receivedAt, socket[MESSAGE_NUMBER]);
     }
   });
   socket.on("close", () => {

@@ -5,7 +5,9 @@ The target servers of the benchmarks, started pinned to the server CPU.
   installed with npm into ``benchmarks/.node/`` the first time, saying so on
   stderr): fast enough not to be the bottleneck, and it can hold each echo
   (``hold_ms``) and record the server-side truth of echo and handshake times
-  (``GET /latency``).
+  (``GET /latency``), and of every message (``GET /latency/messages``: its
+  client port, its number on its connection, when it arrived, how long it was
+  held), for joining the client's times with the server's per message.
 - ``reference``: ``python -m wslocust serve`` (one process; several share the
   port with ``--reuse-port`` when asked), the server the issue's hold workload
   names; exact counters at ``GET /stats``.
@@ -85,6 +87,18 @@ class Server:
         """The node server's recorded echo and handshake times (``GET /latency``), or None."""
         return self._get("/latency") if self.is_node else None
 
+    def messages(self) -> list[tuple[int, int, float, float]] | None:
+        """
+        The node server's record of every echoed message since the last reset (``record_messages``):
+        ``(client port, number on its connection from 1, received at ms, held ms)``; None if not recorded.
+        """
+        body = self._get("/latency/messages") if self.is_node else None
+        if not body or not body.get("recording"):
+            return None
+        if body.get("dropped"):
+            log(f"WARNING: the server dropped {body['dropped']} message records (its cap)")
+        return [(int(port), int(number), float(at), float(held)) for port, number, at, held in body["messages"]]
+
     def reset_latency(self) -> None:
         if self.is_node and self._get("/latency/reset", data=b"") is None:
             log("WARNING: POST /latency/reset failed: the server-side figures include earlier runs")
@@ -110,7 +124,9 @@ def start_server(kind: str, pinning: Pinning, **node_options: Any) -> Server:
     return start_reference_server(pinning)
 
 
-def start_node_server(pinning: Pinning, hold_ms: float = 0.0, record_latency: bool = False) -> Server | None:
+def start_node_server(
+    pinning: Pinning, hold_ms: float = 0.0, record_latency: bool = False, record_messages: bool = False
+) -> Server | None:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         return None
@@ -121,6 +137,8 @@ def start_node_server(pinning: Pinning, hold_ms: float = 0.0, record_latency: bo
     command = [*pinning.server, node, str(NODE_SERVER), "--host", HOST, "--port", "0", "--hold-ms", f"{hold_ms:g}"]
     if record_latency:
         command.append("--record-latency")
+    if record_messages:
+        command.append("--record-messages")
     child = Child("node-server", command, env=env)
     url = _wait_listening(child)
     if url is None:

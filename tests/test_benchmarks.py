@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,3 +130,51 @@ def test_sigterm_stops_every_child_and_exits_130(tmp_path):
             process.wait()
     assert_all_gone([child.pid for child in children])
     assert len(logged_pids(tmp_path)) == len(children)
+
+
+NODE_WS = REPO_ROOT / "benchmarks" / ".node" / "node_modules" / "ws" / "package.json"
+needs_node = pytest.mark.skipif(
+    shutil.which("node") is None or not NODE_WS.exists(),
+    reason="latency-error needs Node.js and the ws package (python -m benchmarks latency-error installs it)",
+)
+
+
+@needs_node
+def test_latency_error_runs_every_variant_beside_the_typical_user_and_joins_each_message(tmp_path):
+    completed, results = run_benchmarks(
+        "latency-error", "--connections", "4", "--interval", "0.5", "--duration", "3", "--hold-ms", "5",
+        "--logs", str(tmp_path),
+        timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "msg err p50/95/99" in completed.stdout and "CPU us/echo" in completed.stdout
+    rows = {(r["variant"], r["generator"]): r for r in results}
+    variants = ("task", "periodic", "request", "workers", "loaded")
+    assert set(rows) == {(v, g) for v in variants for g in ("wslocust", "typical")}
+    for (variant, generator), result in rows.items():
+        assert "error" not in result, (variant, generator, result.get("error"))
+        assert result["requests"] > 0 and result["failures"] == 0
+        # Every timed reply is found on the server by (client port, number on its connection).
+        assert result["joined"] == result["requests"] and result["unjoined"] == 0, (variant, generator)
+        assert result["message_error_p50_ms"] is not None and result["message_error_p50_ms"] > -0.5
+        # CPU per echo over the window (psutil counts whole 10 ms ticks: 0 is possible at this size).
+        assert result["window_echoes"] > 0 and result["cpu_us_per_echo"] is not None
+        assert 0 < result["phase_share"] <= 1
+        # wslocust's processes report their counters (sends_late among them); the plain user has none.
+        assert (result["sends_late"] is not None) == (generator == "wslocust")
+    assert "target (loaded)" in completed.stdout
+    assert_all_gone(logged_pids(tmp_path))
+
+
+@needs_node
+def test_latency_error_profile_prints_where_the_generator_spends_its_time(tmp_path):
+    completed, results = run_benchmarks(
+        "latency-error", "--connections", "2", "--interval", "0.5", "--duration", "3", "--hold-ms", "5",
+        "--variants", "task", "--generators", "wslocust", "--profile", str(tmp_path),
+        timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "own CPU by area" in completed.stdout
+    assert "wslocust/user" in completed.stdout
+    (result,) = results
+    assert result["profiles"] and all(Path(path).exists() for path in result["profiles"])

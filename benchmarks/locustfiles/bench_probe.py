@@ -6,7 +6,8 @@ It imports Locust only, never wslocust: the plain websocket-client user must
 run without wslocust's listeners, statistics bucketing or live metrics.
 
 - ``COUNT {json}`` on each SIGUSR1: the cumulative ``WS`` request counts
-  (``echoes`` are successful ``echo`` requests) and this process's RSS. On a
+  (``echoes`` are successful ``echo`` requests), this process's RSS and, in a
+  wslocust run, its event-loop lag totals (``loop_lag``, empty otherwise). On a
   master, Locust's statistics lag the workers by up to one report (3 s).
 - ``IDLE {json}`` at ``test_start``, before the first user is spawned: this
   process's RSS with 0 users.
@@ -82,6 +83,8 @@ def _counts(environment: Any) -> dict[str, Any]:
         "first_error": errors[0] if errors else None,
         "rss": _PROCESS.memory_info().rss,
         "users": environment.runner.user_count if environment.runner is not None else None,
+        # A wslocust run's event-loop lag probe (wslocust.run.loop_lag), read without importing wslocust.
+        "loop_lag": getattr(getattr(getattr(environment, "wslocust", None), "loop_lag", None), "totals", dict)(),
     }
 
 

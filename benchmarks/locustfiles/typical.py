@@ -11,20 +11,31 @@ import wslocust.
 - ``PeriodicEcho``: one greenlet per user blocking in ``recv()``; the task
   sends one echo every ``--bench-interval`` seconds (0: none, the user only
   holds its connection).
+- ``PacedEcho``: ``wait_time = constant_pacing(--bench-interval)``; the task
+  sends, blocks in ``recv()`` and fires the event (the same workload as a
+  wslocust task calling ``self.echo()``).
+- ``PacedRequest``: the same with JSON messages carrying an ``id``; the task
+  reads until the reply with its id comes and fires ``request``.
 
-Both time the connect as a ``connect`` request and use request type ``WS``
-and the name ``echo``, as wslocust does.
+All time the connect as a ``connect`` request and use request type ``WS``
+and the names ``echo`` (``request``), as wslocust does. Before each event they
+tell ``bench_messages`` which connection the reply came on (benchmark-only:
+``latency-error`` joins the client's and the server's times per message).
 """
 
+import json
 import time
 
+import bench_cprofile  # noqa: F401  --bench-cprofile: latency-error --profile
+import bench_messages
 import bench_probe
+import bench_stall  # noqa: F401  --bench-stall: a loaded generator
 import gevent
 import websocket
-from locust import User, constant, task
+from locust import User, constant, constant_pacing, events, task
 from locust.exception import StopUser
 
-__all__ = ["ClosedLoopEcho", "PeriodicEcho"]
+__all__ = ["ClosedLoopEcho", "PacedEcho", "PacedRequest", "PeriodicEcho"]
 
 CONNECT_TIMEOUT = 10.0
 IDLE_WAIT = 3600.0
@@ -45,11 +56,13 @@ class _PlainWebSocketUser(User):
         self._fire("connect", start, 0)
         # connect()'s timeout would stay the socket's: a receive would fail after 10 s of silence.
         self.ws.settimeout(None)
+        self.port = self.ws.sock.getsockname()[1]
 
     def on_stop(self):
         self.ws.close()
 
     def _fire(self, name, start, length, exception=None):
+        bench_messages.replied_on(getattr(self, "port", 0))
         self.environment.events.request.fire(
             request_type="WS",
             name=name,
@@ -116,3 +129,40 @@ class PeriodicEcho(_PlainWebSocketUser):
         if receiver is not None:
             receiver.kill(block=False)
         super().on_stop()
+
+
+class PacedEcho(ClosedLoopEcho):
+    wait_time = constant_pacing(1.0)  # --bench-interval, set at init
+
+
+class PacedRequest(_PlainWebSocketUser):
+    wait_time = constant_pacing(1.0)  # --bench-interval, set at init
+
+    def on_start(self):
+        super().on_start()
+        self.size = bench_probe.options(self.environment).bench_size
+        self.number = 0
+
+    @task
+    def ask(self):
+        self.number += 1
+        number = self.number
+        head = f'{{"id": {number}, "data": "'
+        payload = head + "x" * max(0, self.size - len(head) - 2) + '"}'
+        start = time.perf_counter()
+        try:
+            self.ws.send(payload)
+            while True:
+                reply = self.ws.recv()
+                if json.loads(reply).get("id") == number:
+                    break
+        except Exception as exc:
+            self._fire("request", start, 0, exc)
+            raise StopUser() from exc
+        self._fire("request", start, len(reply))
+
+
+@events.init.add_listener
+def _pacing(environment, **_):
+    interval = bench_probe.options(environment).bench_interval or IDLE_WAIT
+    PacedEcho.wait_time = PacedRequest.wait_time = constant_pacing(interval)

@@ -8,19 +8,60 @@ The wslocust users the benchmarks run, with full Locust statistics on.
 - ``HoldUser``: no task: holds its connection and sends one message every
   ``--ws-message-interval`` ms on wslocust's open-loop schedule
   (``--ws-message-interval 0``: none).
+- ``PacedEchoUser``: what users write: ``wait_time = constant_pacing(--bench-interval)``
+  and a task calling ``self.echo("x" * --bench-size)``.
+- ``RequestUser``: the same pacing, ``self.request()`` with JSON messages carrying an
+  ``id`` and ``reply_key`` returning it.
 
-``--bench-size`` sets ``message_size`` of both.
+``--bench-size`` sets ``message_size`` of all. Every user tells ``bench_messages``
+which connection each reply came on, from ``reply_key`` (benchmark-only: ``latency-error``
+joins the client's and the server's times per message), and each process adds its
+WebSocket counters (``sends_late``...) to its per-message file.
 """
 
+import json
+
+import bench_cprofile  # noqa: F401  --bench-cprofile: latency-error --profile
+import bench_messages
 import bench_probe
-from locust import constant, events, task
+import bench_stall  # noqa: F401  --bench-stall: a loaded generator
+from locust import constant, constant_pacing, events, task
 
 from wslocust import WebSocketUser
+from wslocust.run.state import run_state
 
-__all__ = ["EchoUser", "HoldUser", "WindowUser"]
+__all__ = ["EchoUser", "HoldUser", "PacedEchoUser", "RequestUser", "WindowUser"]
 
 
-class EchoUser(WebSocketUser):
+def _local_port(connection):
+    """The local TCP port of a wslocust connection (found by duck typing: the transport's attributes are private)."""
+    for value in vars(connection).values():
+        getsockname = getattr(value, "getsockname", None)
+        if callable(getsockname):
+            try:
+                return getsockname()[1]
+            except (OSError, IndexError, TypeError):
+                continue
+    return 0
+
+
+class _JoinedUser(WebSocketUser):
+    abstract = True
+    _bench_connection = None
+    _bench_port = 0
+
+    def _replied_on_connection(self):
+        connection = self.connection
+        if connection is not self._bench_connection:
+            self._bench_connection, self._bench_port = connection, _local_port(connection)
+        bench_messages.replied_on(self._bench_port)
+
+    def reply_key(self, message):
+        self._replied_on_connection()
+        return message
+
+
+class EchoUser(_JoinedUser):
     wait_time = constant(0)
 
     @task
@@ -28,15 +69,48 @@ class EchoUser(WebSocketUser):
         self.echo()
 
 
-class WindowUser(WebSocketUser):
+class WindowUser(_JoinedUser):
     in_flight = 1
 
 
-class HoldUser(WebSocketUser):
+class HoldUser(_JoinedUser):
     pass
+
+
+class PacedEchoUser(_JoinedUser):
+    wait_time = constant_pacing(1.0)  # --bench-interval, set at init
+    payload = "x" * 64
+
+    @task
+    def echo_paced(self):
+        self.echo(self.payload)
+
+
+class RequestUser(_JoinedUser):
+    wait_time = constant_pacing(1.0)  # --bench-interval, set at init
+
+    def on_start(self):
+        self.number = 0
+
+    @task
+    def ask(self):
+        self.number += 1
+        number = self.number
+        head = f'{{"id": {number}, "data": "'
+        self.request(head + "x" * max(0, self.message_size - len(head) - 2) + '"}', match=number)
+
+    def reply_key(self, message):
+        self._replied_on_connection()
+        return json.loads(message)["id"]
 
 
 @events.init.add_listener
 def _message_size(environment, **_):
-    size = bench_probe.options(environment).bench_size
-    EchoUser.message_size = HoldUser.message_size = WindowUser.message_size = size
+    options = bench_probe.options(environment)
+    for user in (EchoUser, HoldUser, WindowUser, PacedEchoUser, RequestUser):
+        user.message_size = options.bench_size
+    PacedEchoUser.payload = "x" * options.bench_size
+    PacedEchoUser.wait_time = RequestUser.wait_time = constant_pacing(options.bench_interval or 3600.0)
+
+
+bench_messages.summaries.append(lambda environment: {"ws_counters": run_state(environment).counters.as_dict()})

@@ -9,7 +9,12 @@ them. Variants, side by side:
 - ``wslocust-user``: a task-less ``WebSocketUser`` with
   ``--ws-message-interval`` = ``--interval`` (wslocust's open-loop schedule);
 - ``locust-websocket-client``: the typical plain user, one greenlet per user
-  blocking in ``recv()`` and a task sending one echo every ``--interval``.
+  blocking in ``recv()`` and a task sending one echo every ``--interval``;
+- on request (``--variants``), ``wslocust-user`` with its housekeeping changed
+  by a benchmark-only switch: ``wslocust-user-quiet`` without wslocust's
+  once-a-second sampling and console lines (``WSLOCUST_BENCH_HOUSEKEEPING=off``),
+  ``wslocust-user-sampling-on-loop`` reading ``/proc`` on the event loop
+  rather than in gevent's thread pool (``WSLOCUST_BENCH_SAMPLING=loop``).
 
 Measured: RSS of the generator's whole process tree at ``test_start`` (0
 users; the probe reads it in-process) and its peak over the run, RSS per
@@ -18,12 +23,19 @@ connection = (peak - idle) / connections open, the ramp time (from
 over a ``--hold`` window that starts ``--settle`` seconds after the ramp
 (CPU-seconds / wall seconds, 100 % = one core), connects failed, and the
 echoes the generator counted in the window against the server's counters.
+For the wslocust variants, the event-loop lag over the hold window
+(``wslocust.run.loop_lag``, read from the generator at the window's edges):
+its time-weighted p99, the longest stall, and the share of time the loop was busy.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import sys
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +49,13 @@ from ..servers import Server, start_reference_server
 __all__ = ["add_arguments", "run"]
 
 NAME = "hold-10k"
-VARIANTS = ("wslocust-user", "locust-websocket-client")
+VARIANTS = ("wslocust-user", "locust-websocket-client", "wslocust-user-quiet", "wslocust-user-sampling-on-loop")
+DEFAULT_VARIANTS = VARIANTS[:2]
+HOUSEKEEPING = {
+    "wslocust-user-quiet": {"WSLOCUST_BENCH_HOUSEKEEPING": "off"},
+    "wslocust-user-sampling-on-loop": {"WSLOCUST_BENCH_SAMPLING": "loop"},
+}
+"""The ``wslocust-user`` variants that change its housekeeping: their environment (``wslocust.reporting.live``)."""
 TARGET_RSS_MB = 150
 TARGET_CPU_PERCENT = 8.0
 
@@ -62,7 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile", type=Path, metavar="DIR", help="sample each generator with py-spy during its hold window into DIR"
     )
     parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help=f"comma-separated (default: {','.join(VARIANTS)})"
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated, from {', '.join(VARIANTS)} (default: {','.join(DEFAULT_VARIANTS)})",
     )
 
 
@@ -98,25 +118,37 @@ COLUMNS = (
     Column("echo fails", "generator_failures"),
     Column("srv %", "server_cpu_share", "pct"),
     Column("core %", "generator_core_busy_share", "pct"),
+    Column("lag p99 ms", "loop_lag_p99_ms", "f3"),
+    Column("lag max ms", "loop_lag_max_ms", "f3"),
+    Column("loop busy %", "loop_busy_percent", "f1"),
 )
 NOTES = """\
 idle MB: the generator's RSS at test_start, 0 users; peak MB: the peak RSS of its whole process tree
 over the run; KB/conn = (peak - idle) / open connections. hold CPU %: CPU-seconds of the generator
 per wall second over the hold window (100 = one core); ramp CPU %: the same during the ramp.
 echoes/s (generator) against srv msgs/s (the server's counters): equal but for messages in flight.
-core %: how busy the generator's CPU was, other processes included."""
+core %: how busy the generator's CPU was, other processes included. lag p99 / max: the event-loop
+lag of the wslocust generator over the hold window (time-weighted p99; the longest stall), loop busy %:
+the share of the window its loop was not waiting for events (wslocust.run.loop_lag)."""
 
 
 def _run_variant(variant: str, server: Server, args: argparse.Namespace, context: Context) -> dict[str, Any]:
     ramp_bound = args.connections / args.spawn_rate + 60
     bound = ramp_bound + args.settle + args.hold + 60
     json_file = context.workdir / f"{NAME}-{variant}.json"
-    assert variant in LOCUST_VARIANTS
+    kind = "wslocust-user" if variant in HOUSEKEEPING else variant
+    assert kind in LOCUST_VARIANTS
     command = locust_command(
-        variant, "periodic", server.url, args.connections, args.spawn_rate, bound, json_file,
+        kind, "periodic", server.url, args.connections, args.spawn_rate, bound, json_file,
         size=args.size, interval=args.interval,
     )  # fmt: skip
-    generator = Generator(variant, command, context.pinning.generator, context.workdir, json_file)
+    switches = HOUSEKEEPING.get(variant, {})
+    os.environ.update(switches)  # the generator's environment is a copy of this process's, taken now
+    try:
+        generator = Generator(kind, command, context.pinning.generator, context.workdir, json_file, label=variant)
+    finally:
+        for name in switches:
+            os.environ.pop(name, None)
     profiler = None
     try:
         generator.wait_started()
@@ -151,6 +183,7 @@ def _run_variant(variant: str, server: Server, args: argparse.Namespace, context
         if idle and connections_open
         else None,
         **figures,
+        **_loop_lag(before.counts.get("loop_lag"), after.counts.get("loop_lag")),
         "expected_echoes_per_s": round(expected, 1),
         "echo_rate_vs_expected": ratio(figures["generator_echoes_per_s"], expected, 3),
     }
@@ -164,6 +197,34 @@ def _run_variant(variant: str, server: Server, args: argparse.Namespace, context
             f"the generator counted {figures['generator_echoes']}"
         )
     return result
+
+
+@cache
+def _loop_lag_module() -> Any:
+    # wslocust.run.loop_lag by its path: importing the package would import Locust, which
+    # would monkey-patch this process. The module itself needs gevent only.
+    path = Path(__file__).resolve().parents[2] / "wslocust" / "run" / "loop_lag.py"
+    spec = importlib.util.spec_from_file_location("_bench_loop_lag", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _loop_lag(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any]:
+    """The generator's event-loop lag over the window, from its probe's totals at both edges (wslocust only)."""
+    if not before or not after:
+        return {}
+    lag = _loop_lag_module().figures_between(before, after)
+    return {
+        "loop_lag_p99_ms": lag["p99"],
+        "loop_lag_max_ms": lag["max"],
+        "loop_lag_worst_window_p99_ms": lag["worst_p99"],
+        "loop_busy_percent": lag["busy"],
+        "loop_lagged_windows": lag["lagged_windows"],
+        "loop_iterations_per_s": lag["iterations_per_s"],
+    }
 
 
 def _verdict(results: list[dict[str, Any]]) -> str:
