@@ -41,6 +41,14 @@ LOCUSTFILES = {
         "from wslocust import WebSocketUser\n\n\nclass Chat(WebSocketUser):\n"
         "    host = 'ws://127.0.0.1:1/ws'\n    proxy = 'socks5://127.0.0.1:1080'\n"
     ),
+    "class-extensions-header": (
+        "from wslocust import WebSocketUser\n\n\nclass Chat(WebSocketUser):\n"
+        "    host = 'ws://127.0.0.1:1/ws'\n    headers = {'Sec-WebSocket-Extensions': 'permessage-deflate'}\n"
+    ),
+    "class-subprotocol": (
+        "from wslocust import WebSocketUser\n\n\nclass Chat(WebSocketUser):\n"
+        "    host = 'ws://127.0.0.1:1/ws'\n    subprotocols = ['chat v2']\n"
+    ),
     "unresolvable": (
         "from wslocust import WebSocketUser\n\n\nclass Chat(WebSocketUser):\n"
         "    host = 'ws://no-such-host.invalid/ws'\n    reconnect_delay = 0.1\n    max_reconnect_attempts = 1\n"
@@ -146,6 +154,10 @@ MATRIX = [
          expected="wslocust: Chat.host: 'http://127.0.0.1:1/ws' is not a WebSocket URL (http://)"),
     Case("class-proxy-socks", locustfile="class-proxy",
          expected="wslocust: Chat.proxy: proxy 'socks5://127.0.0.1:1080' is not valid; use http://[user:password@]host:port"),
+    Case("class-extensions-header", locustfile="class-extensions-header",
+         expected="wslocust: Chat: header Sec-WebSocket-Extensions is set by the WebSocket handshake"),
+    Case("class-subprotocol-space", locustfile="class-subprotocol",
+         expected="wslocust: Chat: invalid subprotocol: 'chat v2'"),
     Case("no-user-class", ["--host", "ws://127.0.0.1:1/ws"], locustfile="no-user", exit_code=1,
          expected="No User class found!"),
     # A host that does not resolve: not an error of the input's form, but a failure of each connect.

@@ -10,6 +10,7 @@ and on the oldest that ``setup.cfg`` allows.
 
 from __future__ import annotations
 
+import csv
 import importlib
 import inspect
 import json
@@ -18,8 +19,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import gevent
+import gevent.event
 import locust
 import locust.runners
 import locust.stats
@@ -182,6 +185,38 @@ def test_the_console_tables_are_followed_and_json_output_leaves_the_statistics(m
     assert stats.get("echo", "WS").num_requests == 3  # Locust's own would have reset it
 
 
+def read_csv(path: str) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_csv_files_are_written_with_the_final_figures_when_locust_closes_them(monkeypatch, tmp_path):
+    monkeypatch.setattr(locust.stats.StatsCSVFileWriter, "close_files", locust.stats.StatsCSVFileWriter.close_files)
+    locust_compat.write_csv_files_at_close()
+    environment = Environment(events=Events())
+    environment.create_local_runner()
+    prefix = str(tmp_path / "run")
+    writer = locust.stats.StatsCSVFileWriter(environment, locust.stats.PERCENTILES_TO_REPORT, prefix)
+    stats = environment.stats
+    stats.log_request("WS", "echo", 1, 64)
+    writing = gevent.spawn(writer.stats_writer)  # as main() runs it: a pass at once, then one a second
+    wait_for(lambda: "echo" in Path(prefix + "_stats.csv").read_text(), timeout=5)
+    # Recorded after the writer's last pass (while the users stopped), then Locust's shutdown closes the files.
+    stats.log_request("WS", "echo", 2, 64)
+    stats.log_request("WS", "connect", 1000, 0)
+    stats.log_error("WS", "connect", "ConnectTimeout('no connection within 1 s')")
+    writer.close_files()
+    writing.kill()
+    rows = {row["Name"]: (row["Request Count"], row["Failure Count"]) for row in read_csv(prefix + "_stats.csv")}
+    assert rows == {"echo": ("2", "0"), "connect": ("1", "1"), "Aggregated": ("3", "1")}
+    [failure] = read_csv(prefix + "_failures.csv")
+    assert (failure["Name"], failure["Occurrences"]) == ("connect", "1")
+    history = read_csv(prefix + "_stats_history.csv")
+    assert [row["Total Request Count"] for row in history] == ["1", "3"]  # the writer's pass, then the last row
+    assert writer.requests_csv_filehandle.closed
+    writer.close_files()  # Locust's own close_files is harmless twice; so is the patch
+
+
 def test_a_listener_put_before_the_runners_reads_the_statistics_before_they_are_reset():
     events, stats = Events(), RequestStats()
     setup_distributed_stats_event_listeners(events, stats)  # what a worker runner does when it is created
@@ -290,9 +325,40 @@ def test_a_worker_stopping_its_users_does_not_time_out_its_master(master_and_wor
     wait_for(lambda: worker.user_count == 2)
     before = worker.last_heartbeat_timestamp or 0
     worker.stop()
-    assert during_stop == [float("inf")]
+    assert during_stop == [7 + (worker.environment.stop_timeout or 0) + locust_compat.STOP_ALLOWANCE]
     assert locust.runners.MASTER_HEARTBEAT_TIMEOUT == 7
     assert worker.last_heartbeat_timestamp >= before
+
+
+def test_a_master_takes_a_report_without_user_counts_as_one_of_a_worker_without_users(master_and_worker):
+    # A worker told to quit while its runner is still being created reports without them.
+    master, worker = master_and_worker
+    locust_compat.accept_reports_without_user_counts(master)
+    master.environment.events.worker_report.fire(client_id=worker.client_id, data={})
+    assert master.clients[worker.client_id].user_classes_count == {}
+
+
+def test_a_worker_says_once_that_its_master_is_not_there(monkeypatch):
+    # Locust's own connect_to_master, on a stand-in for a worker under construction (a real one
+    # would keep its message greenlet after its constructor raised); tests/test_forked_workers.py
+    # runs a real worker without a master.
+    monkeypatch.setattr(locust.runners, "CONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(locust.runners, "CONNECT_RETRY_COUNT", 4)
+    locusts = locust.runners.WorkerRunner.connect_to_master
+    monkeypatch.setattr(locust.runners.WorkerRunner, "connect_to_master", getattr(locusts, "wslocust_wraps", locusts))
+    said = []
+    locust_compat.say_when_the_master_is_not_there(lambda *args: said.append(args))
+    locust_compat.say_when_the_master_is_not_there(lambda *args: said.append(args))  # idempotent
+    worker = SimpleNamespace(
+        retry=0, client=SimpleNamespace(send=lambda message: None), connection_event=gevent.event.Event(),
+        client_id="stand-in", master_host="127.0.0.1", master_port=5557, web_base_path="",
+    )  # fmt: skip
+    worker.connect_to_master = lambda: locust.runners.WorkerRunner.connect_to_master(worker)  # it retries so
+    with pytest.raises(ConnectionError):  # Locust gives up after its retries
+        worker.connect_to_master()
+    [(host, port, seconds)] = said
+    assert (host, port) == ("127.0.0.1", 5557)
+    assert 0 < seconds <= 0.2 * 4
 
 
 def test_a_quitting_master_waits_for_its_workers_last_report(master_and_worker):

@@ -349,7 +349,7 @@ from wslocust import WebSocketUser
 
 class SecretUser(WebSocketUser):
     {host}
-    headers = {{"Authorization": "Bearer {secret}", "Cookie": "sid={secret}"}}
+    headers = {headers}
     proxy = "{proxy}"
     message_interval = 0.2
     reconnect_delay = 0.2
@@ -367,12 +367,17 @@ def _get(url: str) -> tuple[bytes, str]:
         return response.read(), str(response.headers)
 
 
-def _run_with_secrets(tmp_path: Path, target: str, *, on_command_line: bool) -> dict[str, str]:
+SECRET_HEADERS = {"Authorization": f"Bearer {SECRET}", "Cookie": f"sid={SECRET}"}
+
+
+def _run_with_secrets(
+    tmp_path: Path, target: str, *, on_command_line: bool, headers: dict[str, str] = SECRET_HEADERS
+) -> dict[str, str]:
     """Run locust with its web UI against ``target`` through a proxy; return every output by name."""
     proxy = ConnectProxy()
     host_line = "" if on_command_line else f'host = "{target}"'
     locustfile = tmp_path / "secret_locustfile.py"
-    locustfile.write_text(LOCUSTFILE.format(host=host_line, secret=SECRET, proxy=proxy.url))
+    locustfile.write_text(LOCUSTFILE.format(host=host_line, headers=repr(headers), proxy=proxy.url))
     outputs: dict[str, str] = {}
     process = LocustProcess(
         "-f", str(locustfile), "--autostart", "-u", "2", "-r", "100", "-t", "60s", "--csv", str(tmp_path / "run"),
@@ -447,6 +452,21 @@ def test_a_rejected_run_quoting_the_secrets_back_shows_them_nowhere(tmp_path):
 
 
 @pytest.mark.slow
+def test_url_credentials_sent_as_basic_authorization_and_quoted_back_show_nowhere(tmp_path):
+    # No Authorization header of its own: the URL's credentials go as "Basic base64(user:password)".
+    server = RecordingServer(_forbidden_quoting_the_request)
+    target = f"ws://user:{SECRET}@127.0.0.1:{server.port}/ws"
+    try:
+        outputs = _run_with_secrets(tmp_path, target, on_command_line=True, headers={"Cookie": f"sid={SECRET}"})
+    finally:
+        server.close()
+    token = base64.b64encode(f"user:{SECRET}".encode()).decode()
+    assert any(f"Authorization: Basic {token}".encode() in request for request in server.requests)
+    _assert_no_secret(outputs)
+    assert "Authorization: Basic ***" in outputs["GET /stats/failures/csv"]
+
+
+@pytest.mark.slow
 def test_a_working_run_with_secrets_on_the_command_line_shows_them_nowhere(tmp_path):
     with run_server_process() as server:
         target = server.url.replace("ws://", f"ws://user:{SECRET}@") + f"?token={SECRET}"
@@ -468,7 +488,7 @@ def test_a_worker_given_only_the_concealed_target_connects_with_the_real_one(tmp
     # worker, which has no --host of its own, learns the real URL from the master.
     proxy = ConnectProxy()
     locustfile = tmp_path / "secret_locustfile.py"
-    locustfile.write_text(LOCUSTFILE.format(host="", secret=SECRET, proxy=proxy.url))
+    locustfile.write_text(LOCUSTFILE.format(host="", headers=repr(SECRET_HEADERS), proxy=proxy.url))
     with run_server_process() as server:
         target = server.url.replace("ws://", f"ws://user:{SECRET}@") + f"?token={SECRET}"
         try:
@@ -492,7 +512,7 @@ def test_a_worker_given_only_the_concealed_target_connects_with_the_real_one(tmp
 def test_a_target_typed_in_the_web_uis_start_form_is_concealed_from_the_answer_on(tmp_path):
     proxy = ConnectProxy()
     locustfile = tmp_path / "secret_locustfile.py"
-    locustfile.write_text(LOCUSTFILE.format(host="", secret=SECRET, proxy=proxy.url))
+    locustfile.write_text(LOCUSTFILE.format(host="", headers=repr(SECRET_HEADERS), proxy=proxy.url))
     with run_server_process() as server:
         target = server.url.replace("ws://", f"ws://user:{SECRET}@") + f"?token={SECRET}"
         process = LocustProcess("-f", str(locustfile))

@@ -82,13 +82,13 @@ def test_the_10k_test_holds_messages_until_the_ramp_is_done():
 
 
 def test_time_scale_compresses_durations_and_intervals_and_speeds_up_spawning():
-    runner = run_with(ws_time_scale="0.01")
+    runner = run_with(ws_time_scale="0.02")
     shape = GradualRampUp()
-    assert ticks(shape, [0, 0.299, 0.3, 0.599, 0.6], runner) == [
-        (1000, 1000 / 0.3), (1000, 1000 / 0.3), (1000, 1000 / 0.3), (1000, 1000 / 0.3), None,
+    assert ticks(shape, [0, 0.599, 0.6, 1.199, 1.2], runner) == [
+        (1000, 1000 / 0.6), (1000, 1000 / 0.6), (1000, 1000 / 0.6), (1000, 1000 / 0.6), None,
     ]  # fmt: skip
-    assert shape.plan().intervals == [pytest.approx(0.01)] * 2
-    assert shape.total_duration == pytest.approx(0.6)
+    assert shape.plan().intervals == [pytest.approx(0.02)] * 2
+    assert shape.total_duration == pytest.approx(1.2)
 
 
 def test_spike_opens_everything_in_one_step_and_drops_at_the_end():
@@ -137,6 +137,25 @@ def test_a_wave_phase_shorter_than_the_tick_is_rejected_with_the_reason():
     # the same table at half speed is fine: every phase is at least one tick
     shape.runner = run_with(ws_time_scale="0.5")
     assert shape.plan().ends[:2] == [2.5, 3.5]
+
+
+def test_a_run_shorter_than_one_tick_is_rejected_with_the_reason():
+    # Its first stage alone may change the user count (from 0, at the first tick), but nothing would run.
+    class TenK(RampUp):
+        connections = 10_000
+        ramp_up = 30.0
+        duration = 120.0
+
+    shape = TenK()
+    shape.runner = run_with(ws_time_scale="1e-6")
+    with pytest.raises(ConfigurationError) as error:
+        shape.plan()
+    assert str(error.value) == (
+        "TenK: the whole run lasts 0.00015 s at time scale 1e-06, less than Locust's 1 s shape tick, "
+        "so nothing would run: lengthen it or use a larger --ws-time-scale"
+    )
+    shape.runner = run_with(ws_time_scale="0.01")
+    assert shape.plan().ends == [pytest.approx(0.3), pytest.approx(1.5)]
 
 
 def test_sustained_and_churn_hold_their_connections_for_the_duration():

@@ -72,6 +72,9 @@ def category_label(category: str) -> str:
         return _LABELS[category]
     if category.startswith("handshake_"):
         return f"upgrade rejected: HTTP {category[10:]}"
+    if category.startswith("bad_101_"):
+        header = "-".join(part.capitalize() for part in category[8:].split("-")).replace("Websocket", "WebSocket")
+        return f"101 response with a missing or wrong {header} header"
     if category.startswith("closed_"):
         return f"closed by server with code {category[7:]}"
     return category

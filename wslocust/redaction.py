@@ -25,6 +25,7 @@ Pure Python, no I/O: the sans-I/O handshake uses it too.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import sys
@@ -109,6 +110,9 @@ def register_uri_secrets(url: str) -> None:
     if part:
         register_secret(part)
         register_secret(urllib.parse.unquote(part))
+        # Sent as "Authorization: Basic <token>" (wslocust.codec.uri), which a server may quote back.
+        user, password = urllib.parse.unquote(parsed.username or ""), urllib.parse.unquote(parsed.password or "")
+        register_secret(base64.b64encode(f"{user}:{password}".encode()).decode("ascii"))
     for match in _SECRET_QUERY.finditer(url):
         value = url[match.end(1) : match.end()]
         if value:

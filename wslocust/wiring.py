@@ -5,7 +5,10 @@ and classes that the listeners below call.
 
 Locust has no plugin discovery: an extension works by being imported.
 Importing this module (which ``from wslocust import WebSocketUser`` does)
-registers three listeners on ``locust.events``:
+makes the workers Locust will fork end with their parent
+(:mod:`wslocust.integration.forked_workers`), makes a worker say when its master
+is not there (Locust's constructor of a worker waits for it before any
+event), and registers three listeners on ``locust.events``:
 
 - ``init_command_line_parser``: every ``--ws-*`` option
   (:func:`wslocust.integration.options.add_options`);
@@ -25,7 +28,9 @@ this order:
    target or a header.
 3. Locust's response-time buckets keep sub-millisecond figures: before the
    first request is logged (workers make the histogram keys).
-4. Distribution. A master watches for missing workers, makes its ``quit``
+4. Distribution. A master registers its message handlers (first: forked
+   workers may report while this init runs) and takes a report without
+   user counts, watches for missing workers, makes its ``quit``
    wait for their last reports, and, when it forked its workers
    (``--processes``), checks their source addresses once (they share its
    host). A worker caches Locust's default options (spawn messages) and stops
@@ -44,11 +49,12 @@ this order:
    ``runner.start`` once (every later start is checked; a master also tells
    its workers their share of the spawn rate, for
    :mod:`wslocust.run.pacing`), and refuses web UI swarms that cannot fit.
-8. Live metrics: every process samples itself once a second (a worker for
-   its reports).
+8. Live metrics: the event-loop lag probe starts, then every process samples
+   itself once a second (a worker for its reports).
 9. Text outputs (master or single process): the WebSocket lines under each
    console table, ``--json`` that leaves the statistics intact, and the
-   ``--csv`` files.
+   ``--csv`` files (Locust's written once more when it closes them, after
+   the users have stopped; ours at ``quit``).
 10. Thresholds (master or single process): parsed, and watched with
     ``--ws-thresholds-abort``.
 11. The web UI, when there is one: routes, tabs, and the concealed host in
@@ -65,7 +71,7 @@ environment and its state, each list in the order it fires:
   the live metrics.
 - ``worker_connect`` (master): when the worker connected (step 7 waits
   briefly for a new worker's limit).
-- ``test_start``: on a master, a warning when the embedded server cannot
+- ``test_start``: the loop-lag run figures start over; on a master, a warning when the embedded server cannot
   serve workers on other hosts; the concealed targets shared with the
   workers (a worker takes them); the live figures start over; with an
   :class:`~wslocust.integration.shapes.ErrorRecovery` shape, the fault
@@ -92,7 +98,7 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from wslocust import locust_compat
-from wslocust.integration import distributed, limits, options, recovery, scenario, secrets, target
+from wslocust.integration import distributed, forked_workers, limits, options, recovery, scenario, secrets, target
 from wslocust.integration.shapes import ErrorRecovery
 from wslocust.integration.source_addresses import check_source_addresses, set_up_source_addresses
 from wslocust.integration.stages import Stages
@@ -118,6 +124,7 @@ def _on_init(environment: Environment, runner: Any = None, web_ui: Any = None, *
     bucketing.install()
     # 4. Distribution.
     if is_master:
+        _register_master_messages(environment, runner, state)
         runner.greenlet.spawn(distributed.watch_workers, state, runner)
         locust_compat.wait_for_final_reports_on_quit(
             runner, distributed.FINAL_REPORT_TIMEOUT, lambda late: distributed.log_late_workers(environment, late)
@@ -131,14 +138,8 @@ def _on_init(environment: Environment, runner: Any = None, web_ui: Any = None, *
         set_up_source_addresses(environment, state)
     # 5. The scenario.
     if is_worker:
-        runner.register_message(
-            scenario.SCHEDULE_MESSAGE, lambda msg, **_: scenario.receive_schedule(state, msg.data)
-        )
+        runner.register_message(scenario.SCHEDULE_MESSAGE, lambda msg, **_: scenario.receive_schedule(state, msg.data))
         runner.greenlet.spawn(scenario.send_connections_forever, state, runner)
-    elif is_master:
-        runner.register_message(
-            scenario.CONNECTIONS_MESSAGE, lambda msg, **_: scenario.receive_connections(state, msg.node_id, msg.data)
-        )
     if not is_worker and environment.parsed_options is not None:
         if isinstance(environment.shape_class, Stages):
             environment.shape_class.check_settings()
@@ -152,7 +153,8 @@ def _on_init(environment: Environment, runner: Any = None, web_ui: Any = None, *
         runner.send_message(limits.OPEN_FILES_MESSAGE, limits.open_files_report())
     elif runner is not None:
         _guard_open_files(environment, runner, state, web_ui)
-    # 8. Live metrics.
+    # 8. Live metrics, with the loop-lag figures they carry.
+    state.loop_lag.start()
     live = state.live = Live(environment)
     state.greenlets.append(gevent.spawn(tick_forever, live))
     # 9-11. What a master or single process shows.
@@ -165,11 +167,20 @@ def _on_init(environment: Environment, runner: Any = None, web_ui: Any = None, *
     _add_listeners(environment, state, live)
 
 
+def _register_master_messages(environment: Environment, runner: MasterRunner, state: RunState) -> None:
+    # First of all: forked workers connect while the master's init runs (and may stop the run), and
+    # a message without its handler is logged as unknown.
+    runner.register_message(
+        scenario.CONNECTIONS_MESSAGE, lambda msg, **_: scenario.receive_connections(state, msg.node_id, msg.data)
+    )
+    runner.register_message(
+        limits.OPEN_FILES_MESSAGE, lambda msg, **_: limits.receive_open_files(state, msg.node_id, msg.data)
+    )
+    locust_compat.accept_reports_without_user_counts(runner)
+
+
 def _guard_open_files(environment: Environment, runner: Any, state: RunState, web_ui: Any) -> None:
     if isinstance(runner, MasterRunner):
-        runner.register_message(
-            limits.OPEN_FILES_MESSAGE, lambda msg, **_: limits.receive_open_files(state, msg.node_id, msg.data)
-        )
         environment.events.worker_connect.add_listener(
             lambda client_id, **_: setattr(state.worker(client_id), "connected_at", time.monotonic())
         )
@@ -190,6 +201,7 @@ def _set_up_outputs(environment: Environment, state: RunState, live: Live) -> No
     locust_compat.keep_stats_on_json_output()
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
     if prefix:
+        locust_compat.write_csv_files_at_close()  # Locust's files too end with the final figures
         files = state.csv_files = csv_files.CsvFiles(prefix)
         state.greenlets.append(gevent.spawn(csv_files.write_forever, files, live))
 
@@ -213,6 +225,7 @@ def _add_listeners(environment: Environment, state: RunState, live: Live) -> Non
     def on_test_start(**_: Any) -> None:
         # Locust's test_start comes before any user is spawned, after a host typed in the
         # web UI's start form was set. A worker's comes after the spawn message's options.
+        state.loop_lag.reset()  # the run's loop-lag figures count from the start, in every process
         target.warn_if_workers_cannot_reach(environment, state)
         secrets.share_concealed_targets(environment, worker=is_worker)
         if not is_worker:
@@ -262,6 +275,8 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
     verdict.decide_exit_code(environment, state)
 
 
+forked_workers.end_forked_workers_with_their_parent()
+locust_compat.say_when_the_master_is_not_there(distributed.log_no_master)
 events.init_command_line_parser.add_listener(options.add_options)
 events.init.add_listener(_on_init)
 events.quitting.add_listener(_on_quitting)

@@ -33,6 +33,7 @@ module adds what a WebSocket run needs on top of it:
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ __all__ = [
     "WorkerReport",
     "log_late_workers",
     "log_missing_workers",
+    "log_no_master",
     "watch_workers",
     "worker_reports",
 ]
@@ -183,6 +185,15 @@ def _describe_missing(state: RunState, runner: MasterRunner, client_id: str) -> 
 
 def _clock(timestamp: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+def log_no_master(host: str, port: int, seconds_left: float) -> None:
+    """Say, once, that a worker has no master at ``host:port`` yet, and how long Locust keeps trying."""
+    sys.stderr.write(
+        f"wslocust: this worker has no master at {host}:{port} yet (--master-host, --master-port); "
+        f"Locust retries for {seconds_left:.0f} s more, then exits\n"
+    )
+    sys.stderr.flush()
 
 
 def log_missing_workers(environment: Environment) -> None:

@@ -215,6 +215,11 @@ class Stages(LoadTestShape):
             ticks.append((target, rate))
             intervals.append(None if interval is None else interval * scale)
             users = target
+        if end < TICK:
+            raise ConfigurationError(
+                f"{name}: the whole run lasts {end:g} s at time scale {scale:g}, less than Locust's {TICK:g} s "
+                "shape tick, so nothing would run: lengthen it or use a larger --ws-time-scale"
+            )
         lifetime = self.connection_lifetime
         if lifetime is not None and not lifetime > 0:
             raise ConfigurationError(f"{name}.connection_lifetime: {lifetime!r} must be > 0 seconds (or None)")

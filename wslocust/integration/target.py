@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from locust.runners import MasterRunner
 
+from wslocust.codec.handshake import build_request, generate_key
 from wslocust.codec.uri import parse_uri
 from wslocust.exceptions import ConfigurationError
 from wslocust.integration.options import EMBEDDED_PORT
@@ -49,7 +50,7 @@ def set_up_target(environment: Environment, state: RunState) -> None:
     on an invalid target or when the embedded server cannot start.
     """
     explicit = environment.host or os.environ.get("WS_SERVER_URL")
-    _check_user_class_urls(environment, check_host=not explicit)
+    _check_user_classes(environment, check_host=not explicit)
     if not explicit and any(getattr(cls, "host", None) for cls in environment.user_classes):
         return
     if explicit:
@@ -63,8 +64,11 @@ def set_up_target(environment: Environment, state: RunState) -> None:
     _start_embedded_server(environment, state)
 
 
-def _check_user_class_urls(environment: Environment, *, check_host: bool) -> None:
-    """Stop at start, with one line, on a WebSocketUser's invalid ``host`` or ``proxy``, rather than fail each user."""
+def _check_user_classes(environment: Environment, *, check_host: bool) -> None:
+    """
+    Stop at start, with one line, on a WebSocketUser's invalid ``host``, ``proxy``, ``headers``,
+    ``subprotocols`` or ``origin``, rather than fail every connection attempt of every user.
+    """
     for user_class in environment.user_classes:
         if not (isinstance(user_class, type) and issubclass(user_class, WebSocketUser)):
             continue
@@ -76,6 +80,18 @@ def _check_user_class_urls(environment: Environment, *, check_host: bool) -> Non
                 check(value)
             except ConfigurationError as exc:
                 stop_at_start(environment, f"wslocust: {user_class.__name__}.{attribute}: {exc}")
+        headers = user_class.headers or {}
+        try:
+            build_request(
+                host="example.com",  # the request's own parts are checked with the target, above
+                resource="/",
+                key=generate_key(),
+                subprotocols=list(user_class.subprotocols or ()),
+                headers=list(headers.items() if isinstance(headers, dict) else headers),
+                origin=user_class.origin,
+            )
+        except ConfigurationError as exc:
+            stop_at_start(environment, f"wslocust: {user_class.__name__}: {exc}")
 
 
 def _start_embedded_server(environment: Environment, state: RunState) -> None:

@@ -11,10 +11,13 @@ It imports Locust (and Flask, gevent) only, nothing of wslocust's, so every laye
 """
 
 from wslocust.locust_compat.runners import (
+    STOP_ALLOWANCE,
+    accept_reports_without_user_counts,
     cache_default_args,
     dispatcher_spawn_rate,
     limit_master_heartbeat_timeout,
     listen_before_runner,
+    say_when_the_master_is_not_there,
     wait_for_final_reports_on_quit,
     wrap_runner_start,
 )
@@ -25,6 +28,7 @@ from wslocust.locust_compat.stats import (
     locust_to_dict,
     patch_response_times,
     restore_response_times,
+    write_csv_files_at_close,
 )
 from wslocust.locust_compat.table import PATCHED
 from wslocust.locust_compat.user import SessionUser
@@ -32,7 +36,9 @@ from wslocust.locust_compat.web import refuse_swarms, show_in_web_ui
 
 __all__ = [
     "PATCHED",
+    "STOP_ALLOWANCE",
     "SessionUser",
+    "accept_reports_without_user_counts",
     "cache_default_args",
     "dispatcher_spawn_rate",
     "extend_print_stats",
@@ -44,7 +50,9 @@ __all__ = [
     "patch_response_times",
     "refuse_swarms",
     "restore_response_times",
+    "say_when_the_master_is_not_there",
     "show_in_web_ui",
     "wait_for_final_reports_on_quit",
     "wrap_runner_start",
+    "write_csv_files_at_close",
 ]

@@ -12,16 +12,23 @@ from locust import argument_parser as locust_argument_parser
 from locust import runners as locust_runners
 
 __all__ = [
+    "STOP_ALLOWANCE",
+    "accept_reports_without_user_counts",
     "cache_default_args",
     "dispatcher_spawn_rate",
     "limit_master_heartbeat_timeout",
     "listen_before_runner",
+    "say_when_the_master_is_not_there",
     "wait_for_final_reports_on_quit",
     "wrap_runner_start",
 ]
 
 
 # Workers and masters (wslocust.integration.distributed) --------------------------------------
+
+STOP_ALLOWANCE = 120.0
+"""Seconds beyond ``--stop-timeout`` that a stopping worker waits for its master's heartbeat (see
+:func:`limit_master_heartbeat_timeout`): closing 12,500 connections took 16 s."""
 
 
 def cache_default_args() -> None:
@@ -49,15 +56,18 @@ def limit_master_heartbeat_timeout(runner: Any, seconds: float) -> None:
     """
     Make a worker quit after ``seconds`` without a heartbeat from its master, except while it stops its users.
 
-    Sets Locust's global ``MASTER_HEARTBEAT_TIMEOUT`` (60 s, read at each check), and suspends it in
-    ``runner.stop``: the message loop reads no heartbeat until every user has stopped (16 s for 12,500
-    connections), a time bounded by ``--stop-timeout`` and close timeouts. Checked: 2.40.0, 2.43.4, 2.46.6, 2.47.0.
+    Sets Locust's global ``MASTER_HEARTBEAT_TIMEOUT`` (60 s, read at each check), and stretches it in
+    ``runner.stop`` by ``--stop-timeout`` + :data:`STOP_ALLOWANCE`: the message loop reads no heartbeat until
+    every user has stopped (16 s for 12,500 connections, bounded by ``--stop-timeout`` and close timeouts).
+    Checked: 2.40.0, 2.43.4, 2.46.6, 2.47.0.
     """
     locust_runners.MASTER_HEARTBEAT_TIMEOUT = seconds  # type: ignore[assignment]  # an int in Locust; any number works
     locust_stop = runner.stop
 
     def stop(*args: Any, **kwargs: Any) -> Any:
-        locust_runners.MASTER_HEARTBEAT_TIMEOUT = float("inf")  # type: ignore[assignment]
+        # Suspended, not switched off: a stop that never ends must not keep a worker whose master is gone.
+        stopping = (runner.environment.stop_timeout or 0.0) + STOP_ALLOWANCE
+        locust_runners.MASTER_HEARTBEAT_TIMEOUT = seconds + stopping  # type: ignore[assignment]
         try:
             return locust_stop(*args, **kwargs)
         finally:
@@ -65,6 +75,56 @@ def limit_master_heartbeat_timeout(runner: Any, seconds: float) -> None:
             locust_runners.MASTER_HEARTBEAT_TIMEOUT = seconds  # type: ignore[assignment]
 
     runner.stop = stop
+
+
+def accept_reports_without_user_counts(runner: Any) -> None:
+    """
+    Make a master take a worker report that has no ``user_classes_count`` as one of a worker with no users.
+
+    A worker told to quit while its runner is still being created (its ``connect_to_master`` yields
+    before Locust adds the listener that puts the user counts in every report) sends its last report
+    without them, and the master's own listener raised ``KeyError`` with a traceback (seen when a master
+    stopped at start just as its forked workers connected). Put before Locust's listener on ``worker_report``.
+    Checked: 2.46.6, 2.47.0.
+    """
+
+    def fill_in(client_id: str, data: dict[str, Any], **_: Any) -> None:
+        data.setdefault("user_classes_count", {})
+        data.setdefault("user_count", 0)
+
+    listen_before_runner(runner.environment.events.worker_report, fill_in)
+
+
+def say_when_the_master_is_not_there(report: Callable[[str, int, float], None]) -> None:
+    """
+    Call ``report(host, port, seconds left)`` once when a worker's first attempt to reach its master fails.
+
+    Locust logs its retries at debug level for 30 s, then keeps trying for five minutes
+    (``CONNECT_RETRY_COUNT`` attempts of ``CONNECT_TIMEOUT`` s): a worker started before its master, or
+    pointed at the wrong one, said nothing. ``WorkerRunner.connect_to_master`` runs in the runner's
+    constructor, before any Locust event, so it is wrapped on the class. Idempotent.
+    Checked: 2.46.6, 2.47.0.
+    """
+    worker_runner = locust_runners.WorkerRunner
+    connect = worker_runner.connect_to_master
+    if getattr(connect, "wslocust_wrapped", False):
+        return
+
+    def connect_to_master(self: Any) -> None:
+        if self.retry == 0:
+            gevent.spawn(_report_if_not_connected, self, report)
+        connect(self)
+
+    connect_to_master.wslocust_wrapped = True  # type: ignore[attr-defined]
+    connect_to_master.wslocust_wraps = connect  # type: ignore[attr-defined]
+    worker_runner.connect_to_master = connect_to_master  # type: ignore[method-assign]
+
+
+def _report_if_not_connected(runner: Any, report: Callable[[str, int, float], None]) -> None:
+    gevent.sleep(locust_runners.CONNECT_TIMEOUT)
+    if not runner.connection_event.is_set():
+        attempts_left = locust_runners.CONNECT_RETRY_COUNT - runner.retry + 1
+        report(runner.master_host, runner.master_port, attempts_left * locust_runners.CONNECT_TIMEOUT)
 
 
 def wait_for_final_reports_on_quit(runner: Any, extra_seconds: float, on_late: Callable[[list[str]], None]) -> None:
@@ -133,6 +193,7 @@ def listen_before_runner(hook: Any, listener: Callable[..., None]) -> None:
     empty. EventHook has no public way to insert: its ``_handlers`` list. Checked: 2.40.0, 2.43.4, 2.46.6, 2.47.0.
     """
     hook._handlers.insert(0, listener)
+
 
 def dispatcher_spawn_rate(runner: Any) -> float | None:
     """

@@ -32,6 +32,15 @@ PATCHED: dict[str, tuple[str, ...]] = {
         "locust.stats:StatsEntry.serialize(self)",
         "locust.stats:RequestStats().entries",
     ),
+    "write_csv_files_at_close": (
+        "locust.stats:StatsCSVFileWriter.close_files(self)",
+        "locust.stats:StatsCSVFileWriter._stats_history_data_rows(self, csv_writer, now)",
+        *_each("locust.stats:StatsCSV.", "requests_csv failures_csv exceptions_csv", "(self, csv_writer)"),
+        *_each("locust.stats:StatsCSVFileWriter().", "stats_history_csv_columns stats_history_csv_filehandle"),
+        *_each("locust.stats:StatsCSVFileWriter().", "stats_history_csv_writer requests_csv_filehandle"),
+        *_each("locust.stats:StatsCSVFileWriter().", "requests_csv_writer failures_csv_filehandle failures_csv_writer"),
+        *_each("locust.stats:StatsCSVFileWriter().", "exceptions_csv_filehandle exceptions_csv_writer"),
+    ),
     "cache_default_args": ("locust.argument_parser:default_args_dict()",),
     "limit_master_heartbeat_timeout": (
         "locust.runners:MASTER_HEARTBEAT_TIMEOUT",
@@ -50,6 +59,14 @@ PATCHED: dict[str, tuple[str, ...]] = {
     ),
     "wrap_runner_start": _each(
         "locust.runners:", "Runner LocalRunner MasterRunner", ".start(self, user_count, spawn_rate, ...)"
+    ),
+    "accept_reports_without_user_counts": (
+        "locust.runners:MasterRunner().environment",
+        "locust.runners:MasterRunner().clients",
+    ),
+    "say_when_the_master_is_not_there": (
+        "locust.runners:WorkerRunner.connect_to_master(self)",
+        *_each("locust.runners:", "CONNECT_TIMEOUT CONNECT_RETRY_COUNT"),
     ),
     "listen_before_runner": (
         "locust.event:EventHook()._handlers",
@@ -70,6 +87,8 @@ PATCHED: dict[str, tuple[str, ...]] = {
         "locust.user.users:User.start(self, group)",
         "locust.user.users:User.run(self)",
         "locust.user.users:User()._state",
+        "locust.user.users:User()._cp_last_run",
+        "locust.user.users:User()._cp_last_wait_time",
         "locust.user.task:LOCUST_STATE_WAITING",
     ),
     # Read, not patched, by the reporting modules:

@@ -68,6 +68,13 @@ class WsCounters:
     """Echoes of default payloads whose request had already been answered."""
     replies_out_of_order: int = 0
     """Echoes of default payloads that came after an echo of a later message on the same connection."""
+    received_timed_by_kernel: int = 0
+    """Messages, pongs and upgrade responses timed from the kernel's receive timestamp (``SO_TIMESTAMPNS``):
+    when their bytes reached the host, however late the event loop read them."""
+    received_timed_at_read: int = 0
+    """Messages, pongs and upgrade responses timed when they were read instead (the fallback): kernel
+    timestamps off (``WebSocketUser.kernel_timestamps``), another system than Linux, a segment that came
+    before the option took effect, or a wall-clock step."""
 
     def merge(self, other: WsCounters) -> WsCounters:
         """Add ``other`` into this one and return it; associative and commutative."""

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wslocust.run.counters import WsCounters
+from wslocust.run.loop_lag import LoopLag
 from wslocust.run.pacing import StartPacer
 from wslocust.run.schedule import Schedule
 
@@ -151,6 +152,9 @@ class RunState:
     """Spreads the first connects of users that Locust spawns together (:mod:`wslocust.run.pacing`)."""
     counters: WsCounters = field(default_factory=WsCounters)
     """This process's WebSocket counters: its users update them in place."""
+    loop_lag: LoopLag = field(default_factory=LoopLag)
+    """This process's event-loop lag probe (:mod:`wslocust.run.loop_lag`): started at ``init``, its run figures
+    start over at each test start."""
     workers: dict[str, WorkerView] = field(default_factory=dict)
     """On a master: each worker that connected or reported, by client id."""
     schedule: Schedule | None = None
