@@ -153,26 +153,6 @@ def test_a_thread_holding_the_gil_delays_the_loop_and_the_probe_sees_it(probe):
     assert figures.recent_max >= 3.0  # the interpreter switches threads every 5 ms
 
 
-def test_its_own_cost_is_about_a_microsecond_per_loop_iteration():
-    def per_iteration(seconds: float = 0.3) -> float:
-        # Loop iterations driven by zero-length sleeps, CPU per iteration.
-        loop = gevent.get_hub().loop
-        iterations, cpu = loop.iteration, time.process_time()
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            gevent.sleep(0)
-        return (time.process_time() - cpu) / max(1, loop.iteration - iterations)
-
-    probe = LoopLag()
-    costs = []
-    for _ in range(5):
-        without = per_iteration()
-        probe.start()
-        costs.append(per_iteration() - without)
-        probe.stop()
-    assert sorted(costs)[2] < 5e-6  # measured here ~0.5 µs; a shared machine is noisy
-
-
 # Real Locust runs ------------------------------------------------------------------------------
 
 STALLING = textwrap.dedent(

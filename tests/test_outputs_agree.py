@@ -9,23 +9,27 @@ the last ``_stats_history`` row; wslocust's ``_websocket``, ``_websocket_errors`
 UI (``/ws/stats``, ``/ws/metrics`` and Locust's ``/stats/requests``). The web UI is read at the end of
 the run: ``--autostart`` runs headless with the web UI on, and ``--autoquit`` keeps it up after the
 stop until every figure is in. Every count must equal the server's, with no difference, in a plain
-echo run, with churn, while the server closes and refuses connections (the users recover), and with a
-master and two workers.
+echo run, with churn, while the server closes and refuses connections (the users recover), with the
+server killed and restarted under the run, and with a master and two workers.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_server_process, wait_for
+from helpers import ServerProcess, run_server_process, wait_for
 from locust_process import LocustProcess, master_and_workers, master_json_stats
 
 pytestmark = pytest.mark.slow
@@ -112,7 +116,9 @@ class Outputs:
         return read_csv(self.folder / f"run_{suffix}.csv")
 
 
-def read_web_ui_at_the_end(url: str, server: Any, processes: list[LocustProcess]) -> dict[str, Any]:
+def read_web_ui_at_the_end(
+    url: str, server: Any, processes: list[LocustProcess], run_time: float = RUN_TIME
+) -> dict[str, Any]:
     """Once the run stopped and every figure is in (a master has its workers' last reports): the web UI's answers."""
 
     def final() -> dict[str, Any] | None:
@@ -133,12 +139,25 @@ def read_web_ui_at_the_end(url: str, server: Any, processes: list[LocustProcess]
         }
 
     return wait_for(
-        final, timeout=RUN_TIME + AUTOQUIT + 20, interval=0.2, message="the web UI's final figures", processes=processes
+        final, timeout=run_time + AUTOQUIT + 20, interval=0.2, message="the web UI's final figures", processes=processes
     )
 
 
-def run_and_read(tmp_path: Path, server: Any, user: dict[str, Any], *, workers: int = 0) -> Outputs:
-    """Run ``user``'s settings against ``server`` with every output on; read them all."""
+def run_and_read(
+    tmp_path: Path,
+    server: Any,
+    user: dict[str, Any],
+    *,
+    workers: int = 0,
+    run_time: float = RUN_TIME,
+    during: Callable[[LocustProcess], None] | None = None,
+) -> Outputs:
+    """
+    Run ``user``'s settings against ``server`` with every output on; read them all.
+
+    ``during`` is called with the (single) Locust process once it has started, e.g. to kill the server
+    under it; ``server`` is anything with ``url`` and ``stats()``.
+    """
     lines = ["import locust.stats", "", "from wslocust import WebSocketUser", ""]
     # The --csv files must hold the final figures however seldom they are rewritten: once an hour,
     # here, so that the rewrites during --autoquit cannot make up for a last write that is missing.
@@ -149,19 +168,21 @@ def run_and_read(tmp_path: Path, server: Any, user: dict[str, Any], *, workers: 
     users = 10
     outputs = [
         "--csv", str(tmp_path / "run"), "--json", "--html", str(tmp_path / "run.html"), "--only-summary",
-        "--autostart", "--autoquit", str(AUTOQUIT), "-u", str(users), "-r", str(users), "-t", f"{RUN_TIME}s",
+        "--autostart", "--autoquit", str(AUTOQUIT), "-u", str(users), "-r", str(users), "-t", f"{run_time:g}s",
     ]  # fmt: skip
     if workers:
         with master_and_workers(
             *outputs, "--expect-workers", str(workers), locustfile=locustfile, workers=workers, folder=tmp_path
         ) as (master, worker_processes):
-            web = read_web_ui_at_the_end(master.web_url, server, [master, *worker_processes])
+            web = read_web_ui_at_the_end(master.web_url, server, [master, *worker_processes], run_time)
             master.wait(60)
             main = master
     else:
         main = LocustProcess("-f", str(locustfile), *outputs, folder=tmp_path)
         try:
-            web = read_web_ui_at_the_end(main.web_url, server, [main])
+            if during:
+                during(main)
+            web = read_web_ui_at_the_end(main.web_url, server, [main], run_time)
             main.wait(60)
         finally:
             main.kill()
@@ -171,7 +192,12 @@ def run_and_read(tmp_path: Path, server: Any, user: dict[str, Any], *, workers: 
 # The comparison --------------------------------------------------------------------------
 
 
-def assert_every_output_agrees_with_the_server(out: Outputs) -> None:
+def assert_every_output_agrees_with_the_server(out: Outputs, never_reached_the_server: int = 0) -> None:
+    """
+    ``never_reached_the_server``: messages the users wrote after the server had died, into connections
+    they had not yet read the end of (the kernel took them; nobody read them): sent for the users, and
+    their replies lost, but not in the server's counts.
+    """
     truth = out.server
     assert truth["connections_open"] == 0, truth
     for sign in ("Traceback", "Unhandled exception in greenlet", "/ERROR/", "/CRITICAL/"):
@@ -192,14 +218,18 @@ def assert_every_output_agrees_with_the_server(out: Outputs) -> None:
     for where, counters in views.items():
         # What the server counted, exactly.
         expected = {
-            "messages_sent": truth["messages_received"],
+            "messages_sent": truth["messages_received"] + never_reached_the_server,
             "messages_received": truth["messages_sent"],
             "connects_succeeded": truth["connections_accepted"],
             "connects_failed": truth["handshakes_refused"],
             "replies_in_flight_at_stop": 0,
         }
         if "bytes_sent" in counters:
-            expected |= {"bytes_sent": truth["bytes_received"], "bytes_received": truth["bytes_sent"]}
+            frame = truth["bytes_received"] // truth["messages_received"]  # every message the same length
+            expected |= {
+                "bytes_sent": truth["bytes_received"] + never_reached_the_server * frame,
+                "bytes_received": truth["bytes_sent"],
+            }
         if "closed" in counters:
             expected["closed"] = truth["connections_closed"] - counters["disconnects"]
         seen = {key: counters[key] for key in expected if key in counters}
@@ -292,3 +322,86 @@ def test_every_output_agrees_with_the_server_with_a_master_and_two_workers(tmp_p
         out = run_and_read(tmp_path, server, ECHO, workers=2)
     assert out.server["messages_received"] > 100
     assert_every_output_agrees_with_the_server(out)
+
+
+class KilledAndRestarted:
+    """
+    A reference server killed (SIGKILL) in the middle of a run and started again on its port: the
+    truth is what the first one counted until it died plus what the second one counted.
+
+    The first server's counters die with it, so they are read just before: with the Locust process
+    stopped (SIGSTOP), once they no longer change (the server has read and answered everything the users
+    sent). Its second life starts before Locust resumes, so the users find the server gone (every
+    connection lost, its replies all delivered) and reconnect at once.
+    """
+
+    def __init__(self, first: ServerProcess) -> None:
+        self.first = first
+        self.second: ServerProcess | None = None
+        self.at_death: dict[str, float] = {}
+        self._last_read: dict[str, float] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.first.url
+
+    def kill_and_restart(self, locust: LocustProcess) -> None:
+        wait_for(
+            lambda: self.first.stats()["messages_received"] >= 50, timeout=10, processes=[locust]
+        )  # every user connected and echoing
+        os.killpg(locust.popen.pid, signal.SIGSTOP)
+        try:
+            self.at_death = wait_for(self._settled, timeout=10, interval=0.1, message="the server's final counts")
+            # What the kill closes: every connection still open, as the second server's count of the closes.
+            self.at_death["connections_closed"] += self.at_death["connections_open"]
+            self.at_death["connections_open"] = 0
+            self.first.process.kill()
+            self.first.wait()
+            self.second = ServerProcess(["--port", str(self.first.port)])
+            self.second.wait_listening()
+        finally:
+            os.killpg(locust.popen.pid, signal.SIGCONT)
+
+    def _settled(self) -> dict[str, float] | None:
+        """The first server's counters once two reads in a row agree."""
+        now = {key: value for key, value in self.first.stats().items() if key not in ("uptime_s", "pid")}
+        settled, self._last_read = now == self._last_read, now
+        return now if settled else None
+
+    def stats(self) -> dict[str, float]:
+        assert self.second is not None, "the server was not restarted"
+        return {key: value + self.at_death.get(key, 0) for key, value in self.second.stats().items()}
+
+    def stop(self) -> None:
+        for server in (self.first, self.second):
+            if server is not None:
+                server.stop()
+
+
+@contextmanager
+def killed_and_restarted_server() -> Iterator[KilledAndRestarted]:
+    server = KilledAndRestarted(ServerProcess(["--port", "0"]))
+    try:
+        server.first.wait_listening()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_every_output_agrees_with_the_server_killed_and_restarted_under_the_run(tmp_path):
+    with killed_and_restarted_server() as server:
+        out = run_and_read(
+            tmp_path,
+            server,
+            {**ECHO, "reconnect_delay": 0.1, "max_reconnect_attempts": 100},
+            run_time=6,
+            during=server.kill_and_restart,
+        )
+    assert server.at_death["connections_closed"] == 10, server.at_death  # every user lost its connection once
+    assert out.server["connections_accepted"] == 20, out.server  # and reconnected once
+    # Everything the first server read it had answered when it died; what a user wrote after that (at
+    # most one message each, its next tick on resuming, before it read the end of the connection) never
+    # reached a server, and its reply is lost.
+    lost = out.web["ws_stats"]["aggregate"]["totals"]["replies_lost"]
+    assert lost <= 10, out.web["ws_stats"]["aggregate"]["totals"]
+    assert_every_output_agrees_with_the_server(out, never_reached_the_server=lost)
