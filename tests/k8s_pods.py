@@ -111,6 +111,9 @@ class Manifests:
                 return document
         raise KeyError(f"no {kind} {name} in {self.folder}")
 
+    def has(self, kind: str, name: str) -> bool:
+        return any(document["kind"] == kind and document["metadata"]["name"] == name for _, document in self.documents)
+
     def config_map(self, name: str) -> dict[str, str]:
         return dict(self.get("ConfigMap", name).get("data") or {})
 
@@ -157,6 +160,9 @@ def pod_spec(manifests: Manifests, image: Image, kind: str, name: str) -> PodSpe
     for source in container.get("envFrom", []):
         env.update(manifests.config_map(source["configMapRef"]["name"]))
     for variable in container.get("env", []):
+        secret = variable.get("valueFrom", {}).get("secretKeyRef")
+        if secret is not None and secret.get("optional") and not manifests.has("Secret", secret["name"]):
+            continue  # an optional Secret the user creates (not in k8s/): absent here, as in a fresh cluster
         if "value" not in variable:
             raise ValueError(f"{kind} {name}: env {variable['name']} uses valueFrom, which this harness does not run")
         env[variable["name"]] = _expand(str(variable["value"]), env)

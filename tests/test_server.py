@@ -190,6 +190,9 @@ def test_counts_are_exact_after_n_messages_on_m_connections(server, connect):
         "broadcasts_sent": 0,
         "bytes_received": payload_bytes,
         "bytes_sent": payload_bytes,
+        "messages_too_big": 0,
+        "handshakes_timed_out": 0,
+        "control_requests_refused": 0,
     }
     stats = fetch_stats(server.stats_url)
     assert {key: stats[key] for key in expected} == expected

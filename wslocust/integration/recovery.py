@@ -10,8 +10,9 @@ after the fault (lowest L open)``, and the run state's
 
 How the target fails (:func:`inject_fault`): the embedded reference server is
 restarted on the same port; any other target is asked with ``POST /faults``
-(:mod:`wslocust.server.faults`). If that cannot be done, a drop caused from
-outside (a server restarted by hand) is timed the same way.
+(:mod:`wslocust.server.faults`), with the run's control token
+(``--ws-control-token`` / ``WS_CONTROL_TOKEN``) if it has one. If that cannot be
+done, a drop caused from outside (a server restarted by hand) is timed the same way.
 
 :func:`start` runs the experiment; call it once per run, on the master or the
 single process, when the run starts.
@@ -21,13 +22,16 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.error
 from typing import TYPE_CHECKING, Any
 
 import gevent
 from locust.runners import STATE_CLEANUP, STATE_RUNNING, STATE_SPAWNING, STATE_STOPPED, STATE_STOPPING
 
 from wslocust.exceptions import ConfigurationError
+from wslocust.integration.options import CONTROL_TOKEN_OPTION
 from wslocust.integration.scenario import live_connections
+from wslocust.redaction import register_secret
 from wslocust.run.state import Recovery, RunState, run_state
 from wslocust.server.faults import faults_url, request_fault, restart_server
 
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
     from wslocust.integration.shapes import ErrorRecovery
     from wslocust.server.reference import ReferenceServer
 
-__all__ = ["ask_target_to_fail", "inject_fault", "start"]
+__all__ = ["ask_target_to_fail", "control_token", "inject_fault", "start"]
 
 logger = logging.getLogger("wslocust")
 
@@ -75,12 +79,26 @@ def inject_fault(environment: Environment, down_for: float) -> bool:
         # In the runner's greenlets: no restart after the run has quit.
         _runner(environment).greenlet.spawn(_restart_embedded_server, state, state.embedded_server, down_for)
         return True
-    return ask_target_to_fail(environment.host, down_for)
+    return ask_target_to_fail(environment.host, down_for, token=control_token(environment))
 
 
-def ask_target_to_fail(target: str | None, down_for: float) -> bool:
+def control_token(environment: Environment) -> str | None:
+    """The run's control token for the target's ``POST /faults`` (``--ws-control-token``), or None."""
+    token = getattr(getattr(environment, "parsed_options", None), "ws_control_token", None)
+    if not token:
+        return None
+    register_secret(token)  # wherever it might be quoted back, it is concealed
+    return str(token)
+
+
+def ask_target_to_fail(target: str | None, down_for: float, *, token: str | None = None) -> bool:
     """
     Ask the reference server behind ``target`` to drop every connection and refuse new ones for ``down_for`` s.
+
+    Args:
+        target: the run's WebSocket URL.
+        down_for: seconds of refused upgrades.
+        token: the server's control token, if it has one.
 
     Returns:
         True if it accepted; False if there is no target, it is not a WebSocket
@@ -93,7 +111,18 @@ def ask_target_to_fail(target: str | None, down_for: float) -> bool:
     except ConfigurationError:
         return False
     try:
-        return 200 <= request_fault(url) < 300
+        return 200 <= request_fault(url, token=token) < 300
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            given = "was refused" if token else "is required and none was given"
+            flag, env = CONTROL_TOKEN_OPTION
+            logger.warning(
+                "error recovery: POST %s failed: the server's control token %s (%s / %s: the token that "
+                "`wslocust serve` printed at start, or its --control-token)", url, given, env, flag,
+            )  # fmt: skip
+        else:
+            logger.warning("error recovery: POST %s failed: %s", url, exc)
+        return False
     except OSError as exc:
         logger.warning("error recovery: POST %s failed: %s", url, exc)
         return False

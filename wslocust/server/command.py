@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import gevent
 
 from ..arguments import CommandLineParser
 from ..exceptions import ConfigurationError
-from .config import FIELD_CHECKS, ServerConfig
+from .config import CONTROL_TOKEN_ENV, FIELD_CHECKS, HANDSHAKE_TIMEOUT_ENV, ServerConfig
 from .listener import raise_open_files_limit
 from .reference import create_server
 
@@ -21,9 +22,7 @@ __all__ = ["SERVE_DESCRIPTION", "add_arguments", "build_parser", "main", "run"]
 
 
 #: What ``wslocust serve`` does, for its --help and the ``wslocust`` command list.
-SERVE_DESCRIPTION = (
-    "Run the reference WebSocket echo server; its /stats counters are exact."
-)
+SERVE_DESCRIPTION = "Run the reference WebSocket echo server; its /stats counters are exact."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,10 +52,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="set SO_REUSEPORT so several server processes can share the port (each keeps its own /stats)",
     )
-    listening.add_argument(
-        "--certfile", metavar="PEM", help="certificate chain: serve wss:// instead of ws://"
-    )
+    listening.add_argument("--certfile", metavar="PEM", help="certificate chain: serve wss:// instead of ws://")
     listening.add_argument("--keyfile", metavar="PEM", help="private key of --certfile, if not inside it")
+    limits = parser.add_argument_group("limits and control")
+    limits.add_argument(
+        "--max-message-size",
+        type=_cli_type("max_message_size"),
+        default=defaults.max_message_size,
+        metavar="BYTES",
+        help="largest message accepted, all its fragments together; a larger one closes the connection "
+        "with 1009 and counts in messages_too_big (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--handshake-timeout",
+        type=_cli_type("handshake_timeout", HANDSHAKE_TIMEOUT_ENV),
+        default=os.environ.get(HANDSHAKE_TIMEOUT_ENV) or defaults.handshake_timeout,
+        metavar="SECONDS",
+        help=f"close a connection that has not sent a complete request (its upgrade, a GET /stats...) this "
+        f"many seconds after it was accepted or answered; never an open WebSocket. Also {HANDSHAKE_TIMEOUT_ENV} "
+        "(default: %(default)s)",
+    )
+    limits.add_argument(
+        "--control-token",
+        type=_cli_type("control_token", CONTROL_TOKEN_ENV),
+        default=os.environ.get(CONTROL_TOKEN_ENV) or None,
+        metavar="TOKEN",
+        help=f"token that POST /faults must send as 'Authorization: Bearer TOKEN'; better given as "
+        f"{CONTROL_TOKEN_ENV}, which other users of this host cannot read. Default: none on loopback; "
+        "beyond loopback, a random token printed at start",
+    )
     behaviour = parser.add_argument_group("behaviour")
     behaviour.add_argument(
         "--delay-ms",
@@ -92,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _cli_type(field: str) -> Callable[[str], Any]:
+def _cli_type(field: str, env: str | None = None) -> Callable[[str], Any]:
     # The option is checked as ServerConfig checks the field, and reports a bad value the same way.
     check = FIELD_CHECKS[field]
 
@@ -100,8 +124,10 @@ def _cli_type(field: str) -> Callable[[str], Any]:
         try:
             return check(text)
         except ValueError as exc:
+            # argparse also checks a default given by the environment: say where the value came from.
+            where = f" (from {env})" if env is not None and os.environ.get(env) == text else ""
             # ArgumentTypeError keeps our message; a ValueError would be replaced by argparse's.
-            raise argparse.ArgumentTypeError(str(exc)) from None
+            raise argparse.ArgumentTypeError(f"{exc}{where}") from None
 
     return parse
 
@@ -110,8 +136,9 @@ def run(args: argparse.Namespace) -> int:
     """
     Run the server for parsed ``serve`` options until SIGTERM or SIGINT.
 
-    Prints the listening line, then, after draining, the final statistics as
-    one line of JSON. Returns the exit code: 0, or 1 if it cannot listen.
+    Prints the listening line (then the control token, if one was generated),
+    then, after draining, the final statistics as one line of JSON. Returns the
+    exit code: 0, or 1 if it cannot listen.
     """
     config = ServerConfig(
         **{name: getattr(args, name) for name in FIELD_CHECKS}, certfile=args.certfile, keyfile=args.keyfile
@@ -121,23 +148,25 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.start()
     except (OSError, ConfigurationError) as exc:
-        problem = (
-            exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        )
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         print(
             f"wslocust serve: error: cannot listen on {config.host}:{config.port}: {problem}",
             file=sys.stderr,
         )
         return 1
     # gevent runs each handler in a new greenlet, where stop() may wait for the drain.
-    handlers = [
-        gevent.signal_handler(signum, server.stop)
-        for signum in (signal.SIGTERM, signal.SIGINT)
-    ]
+    handlers = [gevent.signal_handler(signum, server.stop) for signum in (signal.SIGTERM, signal.SIGINT)]
     print(
         f"wslocust reference server listening on {server.url} (stats at {server.stats_url})",
         flush=True,
     )
+    if server.control_token_generated:
+        # Beyond loopback anyone may reach POST /faults: only holders of this token can use it.
+        print(
+            f"control token (POST /faults needs 'Authorization: Bearer <token>'): {server.control_token} "
+            f"(generated; choose one with --control-token or {CONTROL_TOKEN_ENV})",
+            flush=True,
+        )
     try:
         server.serve_forever()
     finally:

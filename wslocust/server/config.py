@@ -14,7 +14,16 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["FAULTS_PATH", "FIELD_CHECKS", "HEALTH_PATH", "STATS_PATH", "ServerConfig"]
+__all__ = [
+    "CONTROL_TOKEN_ENV",
+    "FAULTS_PATH",
+    "FIELD_CHECKS",
+    "HANDSHAKE_TIMEOUT_ENV",
+    "HEALTH_PATH",
+    "MAX_FAULT_MS",
+    "STATS_PATH",
+    "ServerConfig",
+]
 
 # HTTP paths served next to the WebSocket path, which may not reuse them.
 
@@ -24,6 +33,17 @@ HEALTH_PATH = "/healthz"
 """``GET``: ``200 ok``, for load balancers and Kubernetes probes."""
 FAULTS_PATH = "/faults"
 """``POST ?drop=1&refuse_ms=N``: fail on purpose (see :meth:`ReferenceServer.inject_fault`)."""
+
+MAX_FAULT_MS = 3_600_000
+"""Longest ``refuse_ms`` of ``POST /faults``: one hour. A longer refusal is a typo that would leave the
+server refusing every upgrade until it is restarted."""
+
+CONTROL_TOKEN_ENV = "WS_CONTROL_TOKEN"
+"""The environment variable that gives ``--control-token``; the Locust side reads the same one
+(``--ws-control-token``), so one Kubernetes Secret serves both."""
+
+HANDSHAKE_TIMEOUT_ENV = "WS_HANDSHAKE_TIMEOUT"
+"""The environment variable that gives ``--handshake-timeout``."""
 
 
 # Configuration
@@ -35,11 +55,7 @@ FAULTS_PATH = "/faults"
 
 def _show(value: object) -> str:
     # The bad value as the user typed it; quoted only when it would be invisible.
-    return (
-        value
-        if isinstance(value, str) and value.strip() == value and value
-        else repr(value)
-    )
+    return value if isinstance(value, str) and value.strip() == value and value else repr(value)
 
 
 def _parse_int(value: object) -> int | None:
@@ -67,9 +83,7 @@ def _parse_float(value: object) -> float | None:
 
 def _check_host(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(
-            f"{_show(value)} is not a valid host (a name or IP address to listen on)"
-        )
+        raise ValueError(f"{_show(value)} is not a valid host (a name or IP address to listen on)")
     return value.strip()
 
 
@@ -81,18 +95,10 @@ def _check_port(value: object) -> int:
 
 
 def _check_path(value: object) -> str:
-    if (
-        not isinstance(value, str)
-        or not value.startswith("/")
-        or len(value.split()) != 1
-    ):
-        raise ValueError(
-            f"{_show(value)} is not a valid path (it must start with / and contain no spaces)"
-        )
+    if not isinstance(value, str) or not value.startswith("/") or len(value.split()) != 1:
+        raise ValueError(f"{_show(value)} is not a valid path (it must start with / and contain no spaces)")
     if value in (STATS_PATH, HEALTH_PATH, FAULTS_PATH):
-        raise ValueError(
-            f"{value} is reserved (use a path other than {STATS_PATH}, {HEALTH_PATH} and {FAULTS_PATH})"
-        )
+        raise ValueError(f"{value} is reserved (use a path other than {STATS_PATH}, {HEALTH_PATH} and {FAULTS_PATH})")
     return value
 
 
@@ -113,9 +119,7 @@ def _check_count(value: object) -> int:
 def _check_interval_ms(value: object) -> float:
     interval = _parse_float(value)
     if interval is None or interval < 0:
-        raise ValueError(
-            f"{_show(value)} must be a number of milliseconds >= 0 (0 = off)"
-        )
+        raise ValueError(f"{_show(value)} must be a number of milliseconds >= 0 (0 = off)")
     return interval
 
 
@@ -124,9 +128,7 @@ def _check_close_code(value: object) -> int:
     # 1006 is accepted anyway and means "drop TCP without a close frame", which
     # is how a client comes to report 1006.
     code = _parse_int(value)
-    if code is None or not (
-        1000 <= code <= 1003 or 1006 <= code <= 1014 or 3000 <= code <= 4999
-    ):
+    if code is None or not (1000 <= code <= 1003 or 1006 <= code <= 1014 or 3000 <= code <= 4999):
         raise ValueError(
             f"{_show(value)} is not a valid close code (1000-1003, 1007-1014 or 3000-4999; "
             "1006 drops the connection without a close frame)"
@@ -139,6 +141,30 @@ def _check_fraction(value: object) -> float:
     if fraction is None or not 0 <= fraction <= 1:
         raise ValueError(f"{_show(value)} must be between 0 and 1")
     return fraction
+
+
+def _check_message_size(value: object) -> int:
+    size = _parse_int(value)
+    # 125 bytes: the largest control frame, so that every valid close or ping frame still fits.
+    if size is None or size < 125:
+        raise ValueError(f"{_show(value)} must be a whole number of bytes >= 125")
+    return size
+
+
+def _check_handshake_timeout(value: object) -> float:
+    seconds = _parse_float(value)
+    if seconds is None or seconds <= 0:
+        raise ValueError(f"{_show(value)} must be a number of seconds > 0")
+    return seconds
+
+
+def _check_control_token(value: object) -> str | None:
+    if value is None or value == "":
+        return None  # none given: see ServerConfig.control_token
+    # Sent in an HTTP header: visible ASCII only, so that it can be neither mangled nor split.
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable() or " " in value:
+        raise ValueError("must be printable ASCII without spaces (e.g. the output of `openssl rand -hex 16`)")
+    return value
 
 
 def _check_flag(value: object) -> bool:
@@ -157,6 +183,9 @@ FIELD_CHECKS: dict[str, Callable[[object], Any]] = {
     "refuse_fraction": _check_fraction,
     "broadcast_interval_ms": _check_interval_ms,
     "reuse_port": _check_flag,
+    "max_message_size": _check_message_size,
+    "handshake_timeout": _check_handshake_timeout,
+    "control_token": _check_control_token,
 }
 """The check of each checked :class:`ServerConfig` field, by field name (the TLS files are not
 checked); the ``serve`` command line parses its options with the same ones."""
@@ -193,6 +222,26 @@ class ServerConfig:
 
     keyfile: str | None = None
     """PEM private key of ``certfile`` (omit when the key is in the certificate file)."""
+
+    # Limits
+
+    max_message_size: int = 16 * 2**20
+    """Largest message accepted, in payload bytes, all its fragments together (RFC 6455 §5.4); a
+    larger one closes the connection with 1009 and counts in ``messages_too_big``. The default,
+    16 MiB, is well above a ``WebSocketUser``'s own 1 MiB ``max_message_size``."""
+
+    handshake_timeout: float = 10.0
+    """Seconds a connection has to send a complete HTTP request (the upgrade, or a request to
+    ``/stats``...) once accepted, or once its previous answer was sent: a connection that does not
+    is closed and counted in ``handshakes_timed_out``, so that idle or trickling sockets cannot
+    hold every file descriptor. Never applies to an upgraded WebSocket."""
+
+    # Control
+
+    control_token: str | None = None
+    """The token that ``POST /faults`` must carry (``Authorization: Bearer <token>``). When None
+    and the server listens beyond loopback, :meth:`ReferenceServer.start` generates one (read it
+    from :attr:`ReferenceServer.control_token`); on loopback none is required unless given."""
 
     # Behaviour
 

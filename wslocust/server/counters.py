@@ -24,6 +24,14 @@ class ServerCounters:
         broadcasts_sent: the part of ``messages_sent`` that were broadcasts.
         bytes_received: payload bytes of ``messages_received`` (no framing).
         bytes_sent: payload bytes of ``messages_sent`` (no framing).
+        messages_too_big: connections closed with 1009 because a message, all its
+            fragments together, outgrew ``max_message_size``; the message is not
+            counted in ``messages_received``.
+        handshakes_timed_out: connections closed because no complete HTTP request
+            (an upgrade, a ``GET /stats``...) arrived within ``handshake_timeout``
+            seconds of being accepted or of their previous answer.
+        control_requests_refused: requests to a control endpoint (``POST /faults``)
+            refused with 401 for a missing or wrong token.
     """
 
     __slots__ = (
@@ -32,9 +40,12 @@ class ServerCounters:
         "bytes_sent",
         "connections_accepted",
         "connections_closed",
+        "control_requests_refused",
         "handshakes_refused",
+        "handshakes_timed_out",
         "messages_received",
         "messages_sent",
+        "messages_too_big",
     )
 
     def __init__(self) -> None:
@@ -46,6 +57,9 @@ class ServerCounters:
         self.broadcasts_sent = 0
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.messages_too_big = 0
+        self.handshakes_timed_out = 0
+        self.control_requests_refused = 0
 
     @property
     def connections_open(self) -> int:
@@ -64,4 +78,7 @@ class ServerCounters:
             "broadcasts_sent": self.broadcasts_sent,
             "bytes_received": self.bytes_received,
             "bytes_sent": self.bytes_sent,
+            "messages_too_big": self.messages_too_big,
+            "handshakes_timed_out": self.handshakes_timed_out,
+            "control_requests_refused": self.control_requests_refused,
         }

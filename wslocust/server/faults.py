@@ -10,6 +10,8 @@ Two ways, for the two places a reference server runs:
   process is asked ``POST /faults?drop=1&refuse_ms=N``: it drops every
   connection without a close frame, as a crash would, and answers upgrades with
   503 for N ms (see :meth:`~wslocust.server.reference.ReferenceServer.inject_fault`).
+  A server with a control token (every one listening beyond loopback) requires
+  it: pass it as ``token``.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def faults_url(target: str, *, drop: bool = True, refuse_ms: float = 0) -> str:
             (:func:`wslocust.redaction.conceal_uri`); its path does not matter,
             the fault endpoint is on the same port.
         drop: drop every open connection.
-        refuse_ms: refuse every upgrade for this many milliseconds (rounded).
+        refuse_ms: refuse every upgrade for this many milliseconds (rounded); the server
+            accepts 0 to :data:`~wslocust.server.config.MAX_FAULT_MS`.
 
     Raises:
         ConfigurationError: ``target`` is not a valid WebSocket URL, or a
@@ -90,13 +93,22 @@ def faults_url(target: str, *, drop: bool = True, refuse_ms: float = 0) -> str:
     return f"{scheme}://{uri.host_header}{FAULTS_PATH}?{query}"
 
 
-def request_fault(url: str, *, timeout: float = 5.0) -> int:
+def request_fault(url: str, *, token: str | None = None, timeout: float = 5.0) -> int:
     """
     Send ``POST url`` (a :func:`faults_url`) and return the HTTP status of the answer.
 
+    Args:
+        url: the ``POST /faults`` URL.
+        token: the server's control token, sent as ``Authorization: Bearer <token>``;
+            None sends none (a server on loopback without a configured token needs none).
+        timeout: seconds to wait for the answer.
+
     Raises:
         OSError: no answer in ``timeout`` seconds, or an error status
-            (``urllib.error.HTTPError`` and ``URLError`` are ``OSError``).
+            (``urllib.error.HTTPError`` and ``URLError`` are ``OSError``): 401 for a
+            missing or wrong token, 400 for a bad parameter.
     """
-    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=timeout) as response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, method="POST", headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return int(response.status)

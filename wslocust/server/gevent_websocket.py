@@ -7,10 +7,11 @@ That release predates Python 3 fixes it never received, so
 replace the broken parts; each class docstring lists what it fixes.
 Nothing else in wslocust touches gevent-websocket.
 
-This module knows nothing of the reference server: the handler asks the
-:class:`~wslocust.server.refusals.UpgradeGate` of the listener it runs under
-which upgrades to accept, and the application finds the accepted
-:class:`ServerWebSocket` in the WSGI environ.
+This module knows nothing of the reference server: the handler reads its
+limits from the listener it runs under (see :class:`ServerHandler`), asks the
+listener's :class:`~wslocust.server.refusals.UpgradeGate` which upgrades to
+accept, and the application finds the accepted :class:`ServerWebSocket` in the
+WSGI environ.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import http.client
 import logging
 import socket
 from typing import TYPE_CHECKING, Any, cast
 
+import gevent
 from gevent.lock import Semaphore
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
@@ -33,18 +36,17 @@ try:
 except ImportError:  # pragma: no cover - wsaccel is a declared dependency
     XorMaskerSimple = None
 
+from ..redaction import redact_text
+
 if TYPE_CHECKING:
+    from .counters import ServerCounters
     from .refusals import UpgradeGate
 
-__all__ = ["MAX_FRAME_BYTES", "REFUSED_KEY", "ServerHandler", "ServerWebSocket"]
+__all__ = ["REFUSED_KEY", "ServerHandler", "ServerWebSocket"]
 
 
 # One logger for the whole server package, named as it was before the split.
 logger = logging.getLogger("wslocust.server")
-
-#: Largest frame payload accepted; a bigger one is closed with 1009 instead of
-#: letting a client make the server allocate up to 2**63 bytes.
-MAX_FRAME_BYTES = 16 * 2**20
 
 REFUSED_KEY = "wslocust.refused"
 """Set (to True) in the WSGI environ of an upgrade request that the application is to answer with 503."""
@@ -60,9 +62,7 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
     # gevent-websocket XORs byte by byte in Python; one big-int XOR is ~50x faster.
     size = len(payload)
     key = (mask * (size // 4 + 1))[:size]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
-        size, "little"
-    )
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
 
 
 def _is_valid_received_close_code(code: int) -> bool:
@@ -72,7 +72,20 @@ def _is_valid_received_close_code(code: int) -> bool:
 
 
 class _MessageTooBig(ProtocolError):  # type: ignore[misc]  # no type hints upstream
-    """A frame larger than MAX_FRAME_BYTES arrived."""
+    """A message outgrew ``max_message_size``, all its fragments together."""
+
+
+def _http_answer(status: str, body: bytes) -> bytes:
+    # A complete answer that closes the connection, for errors found before any WSGI response exists.
+    head = f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    return head.encode("ascii") + f"Content-Length: {len(body)}\r\n\r\n".encode("ascii") + body
+
+
+#: Characters of a bad request's description logged at most.
+_MAX_LOGGED_REASON = 200
+
+_TOO_MANY_HEADERS = _http_answer("431 Request Header Fields Too Large", b"too many or too long header fields\n")
+_BAD_REQUEST = _http_answer("400 Bad Request", b"malformed HTTP request\n")
 
 
 class ServerWebSocket(WebSocket):  # type: ignore[misc]
@@ -88,14 +101,18 @@ class ServerWebSocket(WebSocket):  # type: ignore[misc]
       validates.
     - sends from several greenlets (echo, broadcast, drain) could interleave
       frames; a per-connection lock serialises them.
-    - unmasked client frames (RFC 6455 §5.1) and oversized frames were accepted.
+    - unmasked client frames (RFC 6455 §5.1) and oversized frames were accepted,
+      and a message of many fragments grew without limit: here the message, all
+      its fragments together, is capped at ``max_message_size`` (1009).
     - ``__del__`` wrote a close frame from the garbage collector.
     """
 
-    def __init__(
-        self, environ: dict[str, Any], stream: Stream, handler: WebSocketHandler
-    ) -> None:
+    def __init__(self, environ: dict[str, Any], stream: Stream, handler: WebSocketHandler) -> None:
         super().__init__(environ, stream, handler)
+        self.max_message_size: int = handler.server.max_message_size
+        """Largest message accepted, in payload bytes, all its fragments together."""
+        self.failure_code: int | None = None
+        """The close code this side failed the connection with (1002, 1007 or 1009), if it did."""
         self.send_lock = Semaphore()
         self.close_sent = False
         """True once this side sent its close frame; no data frame may follow."""
@@ -119,14 +136,18 @@ class ServerWebSocket(WebSocket):  # type: ignore[misc]
         try:
             return cast("str | bytearray | None", self.read_message())
         except _MessageTooBig:
-            self.close(1009)
+            self._fail(1009)
         except UnicodeError:
-            self.close(1007)
+            self._fail(1007)
         except ProtocolError:
-            self.close(1002)
+            self._fail(1002)
         except OSError:  # also WebSocketError: EOF, reset, timeout
             self.closed = True
         return None
+
+    def _fail(self, code: int) -> None:
+        self.failure_code = code
+        self.close(code)
 
     def read_frame(self) -> tuple[Header, bytes]:
         header = Header.decode_header(self.stream)
@@ -136,9 +157,11 @@ class ServerWebSocket(WebSocket):  # type: ignore[misc]
         if not header.mask:
             # RFC 6455 §5.1
             raise ProtocolError("client frames must be masked")
-        if header.length > MAX_FRAME_BYTES:
-            raise _MessageTooBig(f"frame of {header.length} bytes")
         if header.opcode < 8:  # a data frame: count payload bytes of the message
+            # Checked before the payload is read: fragments without FIN must not grow the
+            # message past the limit, nor a length of 2**63 make the server allocate it.
+            if self.message_bytes + header.length > self.max_message_size:
+                raise _MessageTooBig(f"message over {self.max_message_size} bytes")
             self.message_bytes += header.length
         if not header.length:
             return header, b""
@@ -200,11 +223,7 @@ class ServerWebSocket(WebSocket):  # type: ignore[misc]
     def close(self, code: int = 1000, message: bytes | str = b"") -> None:
         """Send a close frame with this code, if none was sent yet, and stop reading."""
         if not self.close_sent:
-            reason = (
-                message.encode("utf-8")
-                if isinstance(message, str)
-                else bytes(message or b"")
-            )
+            reason = message.encode("utf-8") if isinstance(message, str) else bytes(message or b"")
             self._send_close_payload(code.to_bytes(2, "big") + reason)
         self.closed = True
 
@@ -241,13 +260,20 @@ class ServerHandler(WebSocketHandler):  # type: ignore[misc]
     - accepted sockets kept Nagle's algorithm on (see :meth:`handle`).
     - each request was logged through a logger that gevent-websocket
       reconfigures globally; the reference server logs no request at all.
+    - a connection could stay idle forever before its upgrade: here it has
+      ``handshake_timeout`` seconds to send a complete request.
+    - a request with more than 100 header fields printed a traceback (gevent
+      catches only ``ValueError`` quietly); here it is one log line and a 431.
 
-    It runs under a server with an ``upgrade_gate`` attribute (an
-    :class:`~wslocust.server.refusals.UpgradeGate`, see
-    :class:`~wslocust.server.listener.Listener`): only upgrades to its path are
-    upgraded, and those it refuses reach the application with
-    :data:`REFUSED_KEY` set, to be answered with 503.
+    It runs under a server (see :class:`~wslocust.server.listener.Listener`) with these
+    attributes: ``upgrade_gate`` (an :class:`~wslocust.server.refusals.UpgradeGate`: only
+    upgrades to its path are upgraded, and those it refuses reach the application with
+    :data:`REFUSED_KEY` set, to be answered with 503), ``max_message_size``,
+    ``handshake_timeout`` and ``counters`` (a :class:`~wslocust.server.counters.ServerCounters`,
+    where timed-out requests are counted).
     """
+
+    _request_timer: gevent.Timeout | None = None
 
     def handle(self) -> None:
         # Without TCP_NODELAY, Nagle holds back an echo written while the
@@ -256,6 +282,44 @@ class ServerHandler(WebSocketHandler):  # type: ignore[misc]
         if self.socket.family in (socket.AF_INET, socket.AF_INET6):
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().handle()
+
+    def handle_one_request(self) -> Any:
+        # The request must be complete within handshake_timeout of the connection's accept, or of its
+        # previous answer (keep-alive); read_request stops the clock, so an upgraded WebSocket never
+        # times out. A deadline, not a socket timeout: a trickling client would reset the latter.
+        timer = self._request_timer = gevent.Timeout(self.server.handshake_timeout)
+        timer.start()
+        try:
+            return super().handle_one_request()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            counters: ServerCounters = self.server.counters
+            counters.handshakes_timed_out += 1
+            self.close_connection = True
+            return None  # handle() closes the socket
+        finally:
+            timer.close()
+            self._request_timer = None
+
+    def read_request(self, raw_requestline: str) -> bool:
+        result = cast(bool, super().read_request(raw_requestline))
+        if self._request_timer is not None:
+            self._request_timer.cancel()  # the whole request arrived in time
+        return result
+
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
+        # gevent prints a traceback for any error that is not a ValueError, such as the
+        # HTTPException of more than 100 header fields: one line instead, for every bad request.
+        too_big = isinstance(ex, http.client.HTTPException)  # too many header fields, or one too long
+        status, answer = ("431", _TOO_MANY_HEADERS) if too_big else ("400", _BAD_REQUEST)
+        address = self.client_address
+        peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
+        reason = getattr(ex, "formatted_message", None) or str(ex) or type(ex).__name__
+        # The request line is the client's text: tokens in its URL concealed, and one short line.
+        reason = redact_text(reason.replace("\r", " ").replace("\n", " "))[:_MAX_LOGGED_REASON]
+        logger.warning("wslocust serve: bad request from %s answered %s: %s", peer, status, reason)
+        return status, answer
 
     @property
     def logger(self) -> logging.Logger:
@@ -267,10 +331,7 @@ class ServerHandler(WebSocketHandler):  # type: ignore[misc]
     def run_application(self) -> None:
         gate: UpgradeGate = self.server.upgrade_gate
         environ = self.environ
-        if (
-            environ.get("PATH_INFO") != gate.websocket_path
-            or environ.get("HTTP_UPGRADE", "").lower() != "websocket"
-        ):
+        if environ.get("PATH_INFO") != gate.websocket_path or environ.get("HTTP_UPGRADE", "").lower() != "websocket":
             WSGIHandler.run_application(self)  # plain HTTP
         elif gate.should_refuse():
             environ[REFUSED_KEY] = True
@@ -285,11 +346,7 @@ class ServerHandler(WebSocketHandler):  # type: ignore[misc]
             return [b"WebSocket upgrades need HTTP/1.1\n"]
         result = super().upgrade_websocket()
         # gevent-websocket returns str bodies, which pywsgi cannot write on Python 3.
-        return (
-            [part.encode("utf-8") if isinstance(part, str) else part for part in result]
-            if result
-            else result
-        )
+        return [part.encode("utf-8") if isinstance(part, str) else part for part in result] if result else result
 
     def upgrade_connection(self) -> list[bytes] | None:
         version = self.environ.get("HTTP_SEC_WEBSOCKET_VERSION")
@@ -307,12 +364,8 @@ class ServerHandler(WebSocketHandler):  # type: ignore[misc]
             return [b"invalid Sec-WebSocket-Key\n"]
 
         self.websocket = ServerWebSocket(self.environ, Stream(self), self)
-        self.environ.update(
-            {"wsgi.websocket_version": version, "wsgi.websocket": self.websocket}
-        )
-        accept = base64.b64encode(
-            hashlib.sha1((key + self.GUID).encode("ascii")).digest()
-        ).decode("ascii")
+        self.environ.update({"wsgi.websocket_version": version, "wsgi.websocket": self.websocket})
+        accept = base64.b64encode(hashlib.sha1((key + self.GUID).encode("ascii")).digest()).decode("ascii")
         self.start_response(
             "101 Switching Protocols",
             [

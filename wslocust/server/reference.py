@@ -12,7 +12,6 @@ import logging
 import os
 import ssl
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,10 +23,12 @@ from gevent.event import Event
 
 from .config import FAULTS_PATH, HEALTH_PATH, STATS_PATH, ServerConfig
 from .connection import AcceptedConnection, QueuedClose
+from .control import control_token_for, is_authorized, parse_fault_query
 from .counters import ServerCounters
 from .gevent_websocket import REFUSED_KEY, ServerHandler, ServerWebSocket
 from .listener import Listener, listen
 from .refusals import UpgradeGate
+from .responses import respond, respond_json
 
 __all__ = ["ReferenceServer", "create_server"]
 
@@ -63,6 +64,7 @@ class ReferenceServer:
         self._connections: set[AcceptedConnection] = set()
         self._upgrades = UpgradeGate(config.path, config.refuse_fraction, self.counters)
         self._started_at = 0.0
+        self._control_token: str | None = None
         self._broadcaster: gevent.Greenlet | None = None
         self._stopping = False
         self._drained = Event()
@@ -79,11 +81,16 @@ class ReferenceServer:
             ConfigurationError: ``reuse_port`` is not supported here.
         """
         listener = listen(self.config.host, self.config.port, self.config.reuse_port)
+        # From the address actually bound: a host name may resolve to loopback or not.
+        self._control_token = control_token_for(self.config.control_token, str(listener.getsockname()[0]))
         # A pool (unbounded) so that stop() can wait for and kill the handlers.
         self._wsgi = Listener(
             listener,
             self._application,
             upgrade_gate=self._upgrades,
+            counters=self.counters,
+            max_message_size=self.config.max_message_size,
+            handshake_timeout=self.config.handshake_timeout,
             handler_class=ServerHandler,
             spawn=gevent.pool.Pool(),
             log=None,
@@ -132,9 +139,7 @@ class ReferenceServer:
         # One greenlet per connection: a client that does not read must not
         # hold up the close frames of the others.
         for connection in list(self._connections):
-            gevent.spawn(
-                self._close_connection, connection, 1001, "going away", timeout
-            )
+            gevent.spawn(self._close_connection, connection, 1001, "going away", timeout)
         if self._connections:
             self._drained.wait(max(0.0, deadline - time.monotonic()))
         # Handlers still running (clients that ignored the close, idle HTTP
@@ -163,6 +168,17 @@ class ReferenceServer:
         scheme = "https" if self.config.certfile else "http"
         return f"{scheme}://{self._authority()}{STATS_PATH}"
 
+    @property
+    def control_token(self) -> str | None:
+        """The token ``POST /faults`` requires once started: the configured one, one generated
+        because the server listens beyond loopback, or None (loopback, none configured)."""
+        return self._control_token
+
+    @property
+    def control_token_generated(self) -> bool:
+        """True if :attr:`control_token` was generated at start, so that it must be shown to its users."""
+        return self._control_token is not None and self._control_token != self.config.control_token
+
     def stats(self) -> dict[str, float]:
         """The counters plus ``uptime_s`` and ``pid``: the body of ``GET /stats``."""
         values: dict[str, float] = dict(self.counters.as_dict())
@@ -177,9 +193,7 @@ class ReferenceServer:
 
     # HTTP
 
-    def _application(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
+    def _application(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         ws = environ.get("wsgi.websocket")
         if ws is not None:
             self._serve_connection(ws)
@@ -187,42 +201,40 @@ class ReferenceServer:
         path = environ.get("PATH_INFO", "")
         if environ.get(REFUSED_KEY):
             body = b"refused (refuse_fraction)\n"
-            return _respond(
-                start_response, "503 Service Unavailable", body, [("Retry-After", "1")]
-            )
+            return respond(start_response, "503 Service Unavailable", body, [("Retry-After", "1")])
         if path == STATS_PATH:
             body = json.dumps(self.stats()).encode("ascii")
-            return _respond(
-                start_response, "200 OK", body, content_type="application/json"
-            )
+            return respond(start_response, "200 OK", body, content_type="application/json")
         if path == HEALTH_PATH:
-            return _respond(start_response, "200 OK", b"ok")
+            return respond(start_response, "200 OK", b"ok")
         if path == FAULTS_PATH:
             return self._fault_request(environ, start_response)
         if path == self.config.path:
-            return _respond(
+            return respond(
                 start_response,
                 "426 Upgrade Required",
                 b"this path only accepts WebSocket upgrades\n",
                 [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
             )
-        return _respond(start_response, "404 Not Found", b"not found\n")
+        return respond(start_response, "404 Not Found", b"not found\n")
 
     def _fault_request(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST":
-            return _respond(start_response, "405 Method Not Allowed", b"POST only\n", [("Allow", "POST")])
-        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+            return respond(start_response, "405 Method Not Allowed", b"POST only\n", [("Allow", "POST")])
+        if not is_authorized(environ, self._control_token):
+            self.counters.control_requests_refused += 1
+            logger.warning("wslocust serve: POST %s from %s refused: no valid control token", FAULTS_PATH,
+                           environ.get("REMOTE_ADDR", "?"))  # fmt: skip
+            error = (
+                "a control token is required: send Authorization: Bearer <token> (--control-token / WS_CONTROL_TOKEN)"
+            )
+            return respond_json(start_response, "401 Unauthorized", {"error": error}, [("WWW-Authenticate", "Bearer")])
         try:
-            drop = query.get("drop", ["0"])[-1] in ("1", "true")
-            refuse_ms = float(query.get("refuse_ms", ["0"])[-1])
-            if not refuse_ms >= 0:
-                raise ValueError
-        except ValueError:
-            body = b"use POST /faults?drop=1&refuse_ms=N (N >= 0 milliseconds)\n"
-            return _respond(start_response, "400 Bad Request", body)
-        dropped = self.inject_fault(drop=drop, refuse_ms=refuse_ms)
-        body = json.dumps({"dropped": dropped, "refuse_ms": refuse_ms}).encode("ascii")
-        return _respond(start_response, "200 OK", body, content_type="application/json")
+            fault = parse_fault_query(environ.get("QUERY_STRING", ""))
+        except ValueError as exc:
+            return respond_json(start_response, "400 Bad Request", {"error": str(exc)})
+        dropped = self.inject_fault(drop=fault.drop, refuse_ms=fault.refuse_ms)
+        return respond_json(start_response, "200 OK", {"dropped": dropped, "refuse_ms": fault.refuse_ms})
 
     def inject_fault(self, *, drop: bool = False, refuse_ms: float = 0.0) -> int:
         """
@@ -255,9 +267,7 @@ class ReferenceServer:
         try:
             if self.config.delay_ms or self.config.broadcast_interval_ms:
                 connection.outbox = gevent.queue.Queue()
-                connection.writer = gevent.spawn(
-                    self._write_loop, connection, connection.outbox
-                )
+                connection.writer = gevent.spawn(self._write_loop, connection, connection.outbox)
             if self._stopping:  # accepted while draining
                 self._close_connection(connection, 1001, "going away", CLOSE_TIMEOUT)
             self._echo_loop(connection)
@@ -283,6 +293,8 @@ class ReferenceServer:
         while True:
             message = receive()
             if message is None:
+                if ws.failure_code == 1009:
+                    counters.messages_too_big += 1
                 return
             counters.messages_received += 1
             counters.bytes_received += ws.message_bytes
@@ -302,9 +314,7 @@ class ReferenceServer:
                 counters.bytes_sent += size
             echoed += 1
             if close_after and echoed >= close_after:
-                self._close_connection(
-                    connection, self.config.close_code, "close_after", CLOSE_TIMEOUT
-                )
+                self._close_connection(connection, self.config.close_code, "close_after", CLOSE_TIMEOUT)
 
     def _write_loop(self, connection: AcceptedConnection, outbox: gevent.queue.Queue) -> None:
         ws = connection.ws
@@ -327,9 +337,7 @@ class ReferenceServer:
             if is_broadcast:
                 counters.broadcasts_sent += 1
 
-    def _close_connection(
-        self, connection: AcceptedConnection, code: int, reason: str, timeout: float
-    ) -> None:
+    def _close_connection(self, connection: AcceptedConnection, code: int, reason: str, timeout: float) -> None:
         if connection.closing:
             return
         connection.closing = True
@@ -356,30 +364,8 @@ class ReferenceServer:
                 # A client that does not read misses broadcasts instead of growing
                 # the server's memory; broadcasts_sent counts only those sent.
                 outbox = connection.outbox
-                if (
-                    outbox is not None
-                    and not connection.closing
-                    and outbox.qsize() < MAX_QUEUED
-                ):
+                if outbox is not None and not connection.closing and outbox.qsize() < MAX_QUEUED:
                     outbox.put(item)
-
-
-def _respond(
-    start_response: Callable[..., Any],
-    status: str,
-    body: bytes,
-    headers: list[tuple[str, str]] | None = None,
-    content_type: str = "text/plain; charset=utf-8",
-) -> list[bytes]:
-    start_response(
-        status,
-        [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            *(headers or []),
-        ],
-    )
-    return [body]
 
 
 def create_server(config: ServerConfig | None = None) -> ReferenceServer:
