@@ -9,12 +9,14 @@ import pytest
 from wslocust.codec.handshake import (
     Response,
     accept_value,
+    body_to_read,
     build_request,
     generate_key,
     parse_response,
     validate_response,
 )
 from wslocust.exceptions import ConfigurationError, HandshakeError
+from wslocust.redaction import register_secret
 
 # RFC 6455 §1.3 and §4.2.2.
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -297,6 +299,69 @@ def test_validate_rejects_other_statuses(
     error = rejection(Response(status, reason, [("Content-Length", "0")]))
     assert str(error) == message
     assert error.status == status
+
+
+REJECTED_400 = "server rejected the WebSocket upgrade: HTTP 400 Bad Request"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "quoted"),
+    [
+        # The first line of text, after blank lines; only as much as Content-Length says.
+        ([("Content-Length", "42")], b"\n\nmissing Sec-WebSocket-Protocol\nmore\n", "missing Sec-WebSocket-Protocol"),
+        ([("Content-Length", "7")], b"too manyclients", "too man"),
+        # Nothing to add: no body, or one that repeats the status.
+        ([("Content-Length", "0")], b"ignored", ""),
+        ([], b"", ""),
+        ([("Content-Length", "16")], b"400 Bad Request\n", ""),
+        # An HTML page: tags dropped, its title (the status) skipped.
+        (
+            [("Content-Type", "text/html"), ("Content-Length", "120")],
+            b"<html><head><title>400 Bad Request</title></head><body><p>Origin not allowed</p></body></html>",
+            "Origin not allowed",
+        ),
+        # Chunked: the first chunk, as far as it came.
+        ([("Transfer-Encoding", "chunked")], b"11\r\nunknown extension\r\n0\r\n\r\n", "unknown extension"),
+        ([("Transfer-Encoding", "chunked")], b"zz\r\nnot chunked", ""),
+        # Control characters and runs of spaces are one space; not UTF-8 is replaced, never an error.
+        ([("Content-Length", "20")], b"bad\x00\x1b[31m  \tkey\xff\n", "bad [31m key\ufffd"),
+        # Long lines are cut.
+        ([("Content-Length", "400")], b"x" * 400, "x" * 157 + "..."),
+    ],
+    ids=["first-line", "content-length", "empty", "no-body", "repeats-status", "html", "chunked", "bad-chunk",
+         "controls", "long"],
+)  # fmt: skip
+def test_a_rejection_quotes_the_first_line_of_its_body(headers, body, quoted) -> None:
+    with pytest.raises(HandshakeError) as info:
+        validate_response(Response(400, "Bad Request", headers), RFC_KEY, body=body)
+    assert str(info.value) == (f"{REJECTED_400} ({quoted})" if quoted else REJECTED_400)
+    assert info.value.status == 400
+
+
+def test_a_rejection_body_quoting_a_secret_is_redacted() -> None:
+    register_secret("Bearer s3cr3t-t0ken-in-a-body")
+    body = b"invalid Authorization: Bearer s3cr3t-t0ken-in-a-body"
+    with pytest.raises(HandshakeError) as info:
+        validate_response(Response(401, "Unauthorized", [("Content-Length", str(len(body)))]), RFC_KEY, body=body)
+    assert (
+        str(info.value) == "server rejected the WebSocket upgrade: HTTP 401 Unauthorized (invalid Authorization: ***)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "size"),
+    [
+        ([("Content-Length", "120")], 120),
+        ([("Content-Length", "10000000")], 4096),  # bounded
+        ([("Content-Length", "0")], 0),
+        ([("Content-Length", "-1")], 0),
+        ([("Content-Length", "12, 12")], 0),
+        ([], 0),  # up to the end of the connection: only what came with the head
+        ([("Transfer-Encoding", "chunked"), ("Content-Length", "12")], 0),
+    ],
+)
+def test_only_a_body_of_known_length_is_read_on(headers, size) -> None:
+    assert body_to_read(Response(400, "Bad Request", headers)) == size
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from wslocust.transport.addresses import connect_from
 from wslocust.transport.proxy import Proxy
 from wslocust.transport.streams import SocketStream, TlsStream
 from wslocust.transport.timestamps import shared_clock_map
-from wslocust.transport.tls import ssl_context
+from wslocust.transport.tls import TlsFiles, ssl_context
 
 __all__ = ["Upgraded", "open_socket"]
 
@@ -63,6 +63,7 @@ def open_socket(
     subprotocols: Sequence[str] = (),
     origin: str | None = None,
     verify_tls: bool = True,
+    tls_files: TlsFiles | None = None,
     source_address: tuple[str, int] | None = None,
     proxy: Proxy | None = None,
     kernel_timestamps: bool = True,
@@ -78,12 +79,15 @@ def open_socket(
         ConnectError: DNS, refused, TLS or another socket error.
         ConnectTimeout: not done within ``timeout``.
         HandshakeError: the server did not accept the upgrade.
+        TlsFileError: a file of ``tls_files`` cannot be used (before anything is sent).
     """
+    # The one context of this configuration, for both TLS paths below; its files are checked here, once.
+    context = ssl_context(verify_tls, tls_files) if uri.secure else None
     if uri.authorization is not None and not any(name.lower() == "authorization" for name, _ in headers):
         headers = [*headers, ("Authorization", uri.authorization)]  # ws://user:password@host/
     upgraded = None
     try:
-        with gevent.Timeout(timeout, False):
+        with gevent.Timeout(timeout, False) as deadline:
             if proxy is None:
                 sock = _connect_tcp(uri.host, uri.port, source_address)
             else:
@@ -95,13 +99,13 @@ def open_socket(
                 if proxy is not None:
                     tcp.send_all(proxy.connect_request(uri.host, uri.port))
                     proxy.check_tunnel(_read_response_head(tcp)[0].status)
-                if uri.secure and tcp.timestamps:
-                    stream = TlsStream(tcp, ssl_context(verify_tls), uri.host)
+                if context is not None and tcp.timestamps:
+                    stream = TlsStream(tcp, context, uri.host)
                     stream.handshake()
-                elif uri.secure:  # without timestamps, today's SSLSocket (it reads the socket itself)
-                    sock = ssl_context(verify_tls).wrap_socket(sock, server_hostname=uri.host)
+                elif context is not None:  # without timestamps, today's SSLSocket (it reads the socket itself)
+                    sock = context.wrap_socket(sock, server_hostname=uri.host)
                     stream = SocketStream(sock, False)
-                upgraded = _upgrade(stream, uri, headers, subprotocols, origin)
+                upgraded = _upgrade(stream, uri, headers, subprotocols, origin, deadline)
             except BaseException:  # gevent.Timeout included
                 sock.close()
                 raise
@@ -113,7 +117,7 @@ def open_socket(
     except ssl.SSLCertVerificationError as exc:
         raise TLSError(f"TLS certificate verification failed: {exc.verify_message}") from None
     except ssl.SSLError as exc:
-        raise TLSError(f"TLS handshake failed: {exc.reason or exc}") from None
+        raise TLSError(_tls_failure(exc)) from None
     except socket.gaierror:
         # Through a proxy, only the proxy's name is looked up here (the proxy resolves the target's).
         raise DNSError(f"DNS lookup failed for {f'proxy {proxy.host}' if proxy else uri.host}") from None
@@ -167,22 +171,87 @@ def _upgrade(
     headers: Sequence[tuple[str, str]],
     subprotocols: Sequence[str],
     origin: str | None,
+    deadline: gevent.Timeout,
 ) -> Upgraded:
-    """The HTTP upgrade (RFC 6455 §4.1)."""
+    """The HTTP upgrade (RFC 6455 §4.1), within the connect timeout ``deadline``."""
     key = handshake.generate_key()
-    stream.send_all(
-        handshake.build_request(
-            host=uri.host_header,
-            resource=uri.resource,
-            key=key,
-            subprotocols=subprotocols,
-            headers=headers,
-            origin=origin,
-        )
+    request = handshake.build_request(
+        host=uri.host_header,
+        resource=uri.resource,
+        key=key,
+        subprotocols=subprotocols,
+        headers=headers,
+        origin=origin,
     )
+    try:
+        stream.send_all(request)
+    except OSError:
+        # In TLS 1.3 the client's handshake ends before the server has checked the client's certificate: a
+        # server that refuses it sends an alert and closes, and the request, sent meanwhile, meets a reset.
+        # The alert, still to be read, says why.
+        alert = _pending_tls_alert(stream) if uri.secure else None
+        if alert is not None:
+            raise alert from None
+        raise
     response, leftover, received_at, timed_by_kernel = _read_response_head(stream)
-    subprotocol = handshake.validate_response(response, key, subprotocols)
+    body = _rejection_body(stream, response, leftover, deadline) if response.status != 101 else b""
+    subprotocol = handshake.validate_response(response, key, subprotocols, body=body)
     return Upgraded(stream, subprotocol, leftover, received_at, timed_by_kernel)
+
+
+def _pending_tls_alert(stream: SocketStream | TlsStream) -> ssl.SSLError | None:
+    """After a failed send over TLS: the alert the server sent before it closed, if it can still be read."""
+    try:
+        stream.receive(4096)
+    except ssl.SSLError as alert:  # before OSError, its base class
+        return alert
+    except OSError:
+        pass
+    return None
+
+
+def _rejection_body(
+    stream: SocketStream | TlsStream, response: handshake.Response, received: bytes, deadline: gevent.Timeout
+) -> bytes:
+    """
+    The start of a rejection's body, for its error message to quote the server's reason: the bytes that
+    came with the head, read on only as far as ``Content-Length`` says (and
+    :func:`~wslocust.codec.handshake.body_to_read` allows), and only until the connect timeout
+    ``deadline``. Whatever arrived then is quoted: the rejection itself is already known.
+    """
+    wanted = handshake.body_to_read(response)
+    body = received
+    try:
+        while len(body) < wanted:
+            chunk, _ = stream.receive(wanted - len(body))
+            if not chunk:
+                break
+            body += chunk
+    except gevent.Timeout as exc:
+        if exc is not deadline:
+            raise
+    except OSError:  # ssl.SSLError included: the server went away after its answer; quote what came
+        pass
+    return body
+
+
+# TLS alerts with which a server refuses the client's certificate (or its absence), in words.
+_CLIENT_CERTIFICATE_ALERTS = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate (tls_cert_file)",
+    "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust the client certificate's CA",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the server rejected the client certificate",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the server rejected the client certificate as expired",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the server rejected the client certificate",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "the server rejected the client certificate as unsupported",
+    "TLSV1_ALERT_ACCESS_DENIED": "the server denied access to the client certificate",
+}
+
+
+def _tls_failure(exc: ssl.SSLError) -> str:
+    """The message of a TLS failure other than the server certificate's: the reason, in words where known."""
+    reason = exc.reason or str(exc)
+    explained = _CLIENT_CERTIFICATE_ALERTS.get(reason)
+    return f"TLS handshake failed: {explained} ({reason})" if explained else f"TLS handshake failed: {reason}"
 
 
 def _os_error_text(exc: OSError) -> str:
