@@ -11,6 +11,7 @@ from typing import Any
 from locust.stats import RequestStats
 
 from wslocust.exceptions import (
+    ConnectAborted,
     ConnectError,
     ConnectionClosed,
     ConnectionRefused,
@@ -29,7 +30,8 @@ __all__ = ["ErrorHarvester", "classify_error", "merge_counts"]
 def classify_error(error: object) -> str:
     """
     The category of a failed request's exception: ``refused``, ``dns``,
-    ``tls``, ``connect``, ``connect_timeout``, ``handshake_<status>``, ``bad_101_<header>``,
+    ``tls``, ``connect``, ``connect_timeout``, ``connect_aborted`` (the run stopped during the
+    upgrade: no fault of the server's), ``handshake_<status>``, ``bad_101_<header>``,
     ``protocol``, ``reply_timeout``, ``ping_timeout``, ``closed_<code>``
     (``closed_1006``: lost without a close frame), else the exception's class
     name.
@@ -44,6 +46,8 @@ def classify_error(error: object) -> str:
         return "connect"
     if isinstance(error, ConnectTimeout):
         return "connect_timeout"
+    if isinstance(error, ConnectAborted):
+        return "connect_aborted"
     if isinstance(error, HandshakeError):
         if error.status == 101 and error.header:  # accepted, but the 101 itself was wrong: name the header
             return f"bad_101_{error.header.lower()}"

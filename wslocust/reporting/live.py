@@ -97,7 +97,9 @@ class Live:
         self.samples: list[_RunSample] = []
         self._sample_stride = 1
         self._ticks = 0
-        self.peak_open = 0
+        self.node_peaks: dict[str, int] = {}
+        """Per worker: its exact peak of connections open at once since the last reset (a worker sends
+        :attr:`~wslocust.run.counters.WsCounters.peak_open` of each report interval)."""
         self.started_at = time.time()
         """Wall time of the last test start or reset."""
         self._harvester = ErrorHarvester()
@@ -119,6 +121,7 @@ class Live:
             "errors": dict(self._harvester.categories),
             "round_trip": round_trip,
             "users": runner.user_count,
+            "peak_open": run_state(self.environment).counters.restart_peak(),  # of this report interval
         }
 
     # Master side -----------------------------------------------------------------
@@ -135,6 +138,7 @@ class Live:
             node.system = SystemSample.from_dict(report["system"])
         node.round_trip = report.get("round_trip")
         node.users = int(report.get("users", node.users))
+        self.node_peaks[view.id] = max(int(report.get("peak_open", 0)), self.node_peaks.get(view.id, 0))
         received_at = view.received_at if view.received_at is not None else now
         node.update(float(report.get("t", now)), view.counters, dict(report.get("errors") or {}), received_at)
 
@@ -179,6 +183,11 @@ class Live:
         counters = WsCounters().merge(run_state(self.environment).counters)
         node.update(now, counters, dict(self._harvester.categories), now)
 
+    def exact_peak_open(self, open_now: int = 0) -> int:
+        """Most connections open at once, raised at each open: exact in one process; with workers, the sum of
+        their exact peaks (an upper bound: they need not have come at the same moment). At least ``open_now``."""
+        return max(sum(self.node_peaks.values()) + run_state(self.environment).counters.peak_open, open_now)
+
     def _record_sample(self) -> None:
         self._ticks += 1
         if self._ticks % self._sample_stride:
@@ -196,7 +205,6 @@ class Live:
             messages_received=rates["messages_received"],
             messages_sent=rates["messages_sent"],
         )
-        self.peak_open = max(self.peak_open, sample.open)
         self.samples.append(sample)
         if len(self.samples) > MAX_SAMPLES:
             self.samples = self.samples[::2]
@@ -209,7 +217,8 @@ class Live:
         }
         self.samples = []
         self._sample_stride = 1
-        self.peak_open = 0
+        self.node_peaks = {}
+        run_state(self.environment).counters.restart_peak()  # this process's own (none on a master)
         self.started_at = time.time()
 
     # Views -----------------------------------------------------------------------
@@ -250,6 +259,7 @@ class Live:
     def _node_view(self, node: Node, now: float, alive: bool) -> dict[str, Any]:
         totals, errors = self._totals(node)
         gauges = {name: getattr(node.counters, name) for name in GAUGES}
+        own_peak = run_state(self.environment).counters.peak_open if node.id == "local" else 0
         system = node.system
         return {
             "id": node.id,
@@ -259,6 +269,7 @@ class Live:
             "pid": system.pid if system else 0,
             "users": node.users,
             "connections": {**gauges, "closed": totals["closed"]},
+            "peak_open": max(self.node_peaks.get(node.id, 0), gauges["open"], own_peak),
             "totals": totals,
             "rates": rounded(node.rates(now)) if alive else rounded(dict.fromkeys((*RATES, "errors"), 0.0)),
             "errors": errors,
@@ -305,7 +316,7 @@ class Live:
             "workers": len(alive) if distributed else 0,
             "users": runner.user_count if runner is not None else 0,
             "connections": {**gauges, "closed": totals_dict["closed"]},
-            "peak_open": max(self.peak_open, gauges["open"]),
+            "peak_open": self.exact_peak_open(gauges["open"]),
             "totals": totals_dict,
             "rates": rounded(rates),
             "errors": errors,
@@ -357,9 +368,8 @@ class Live:
 
     def run_summary(self) -> dict[str, float | None]:
         """
-        Whole-run figures for thresholds and the final summary, over the
-        steady state: the samples taken while at least 90 % of the peak
-        number of connections were open.
+        Whole-run figures for thresholds and the final summary: ``peak_open`` (:meth:`exact_peak_open`),
+        and the rest over the steady state: the samples with at least 90 % of the most sampled open.
         """
         peak = max((s.open for s in self.samples), default=0)
         steady = [s for s in self.samples if peak and s.open >= 0.9 * peak]
@@ -370,7 +380,7 @@ class Live:
             return sum(values) / len(values) if values else None
 
         return {
-            "peak_open": peak,
+            "peak_open": self.exact_peak_open(self._gauges(self.alive_nodes())["open"]),
             "cpu_per_1k": mean([s.cpu / (s.open / 1000) for s in steady]),
             "mem_per_10k": mean([s.rss / (s.open / 10000) for s in steady]),
             "msg_rate": mean([s.messages_received for s in steady]),

@@ -244,12 +244,15 @@ def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dic
     """The WebSocket results block printed at the end of a run."""
     aggregate = snapshot["aggregate"]
     t = aggregate["totals"]
+    # Exact in one process; with workers, their peaks (exact each) added up, which need not have coincided.
+    peak = "; the peak is the workers' own peaks added up" if snapshot["mode"] == "master" else ""
     lines = [
         "WebSocket results",
         (
             f"  connections  peak {run['peak_open']:,} open; {t['connects_succeeded']:,} connects "
             f"({t['connects_failed']:,} failed attempts, {t['reconnects']:,} reconnects), "
             f"{t['disconnects']:,} lost, {t['closed']:,} closed, {aggregate['connections']['failed']:,} users gave up"
+            f"{peak}"
         ),
         f"  messages     {t['messages_sent']:,} sent, {t['messages_received']:,} received "
         f"({t['unsolicited_received']:,} pushed); {format_bytes(t['bytes_sent'])} out, "
@@ -297,7 +300,8 @@ def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dic
             system = view["system"] or {}
             w = view["totals"]
             lines.append(
-                f"  {view['name']:<12} {view['host']} pid {view['pid']}: {w['connects_succeeded']:,} connects, "
+                f"  {view['name']:<12} {view['host']} pid {view['pid']}: peak {view.get('peak_open', 0):,} open, "
+                f"{w['connects_succeeded']:,} connects, "
                 f"{w['messages_sent']:,} sent, {w['messages_received']:,} received, {w['errors']:,} errors, "
                 f"peak CPU {system.get('peak_cpu', 0):.0f} %"
                 + (

@@ -24,8 +24,14 @@ class WsCounters:
     Counters of one process (or, after :meth:`merge`, of several).
 
     ``open``, ``connecting``, ``reconnecting`` and ``failed`` are gauges: how
-    many users are in that state now. Everything else only grows.
+    many users are in that state now. Every other field only grows.
     """
+
+    # Not a field (no annotation): merge() adds fields up, and a sum of peaks is no peak.
+    peak_open = 0
+    """Most connections open at once in this process since :meth:`restart_peak`, raised at each
+    open (exact: a connection that lives a millisecond counts). Not merged, not sent as a counter:
+    the live metrics carry it (:meth:`wslocust.reporting.live.Live.node_report`)."""
 
     connecting: int = 0
     """Users whose first connection attempt is under way."""
@@ -82,6 +88,12 @@ class WsCounters:
             name = field.name
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
+
+    def restart_peak(self) -> int:
+        """Return :attr:`peak_open` and start the next peak from the connections open now."""
+        peak = max(self.peak_open, self.open)
+        self.peak_open = self.open
+        return peak
 
     def as_dict(self) -> dict[str, int]:
         return {field.name: getattr(self, field.name) for field in fields(self)}

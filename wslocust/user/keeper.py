@@ -1,6 +1,7 @@
 """
 Connection keeping of :class:`~wslocust.user.websocket_user.WebSocketUser`: connect, reconnect with
-backoff, retire a connection at the end of its lifetime (churn), ping, and say goodbye on stop.
+backoff, retire a connection at the end of its lifetime (churn), run its pinger (:mod:`wslocust.user.pings`),
+and say goodbye on stop.
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ from locust.exception import StopUser
 from wslocust.codec.uri import WsURI, parse_uri
 from wslocust.exceptions import (
     ConfigurationError,
+    ConnectAborted,
     ConnectionClosed,
-    ConnectTimeout,
-    PingTimeout,
     WsLocustError,
     connection_closed,
 )
 from wslocust.run import settings
 from wslocust.run.state import run_state
 from wslocust.transport.connection import Connection, Proxy
+from wslocust.transport.tls import TlsFiles, ssl_context
+from wslocust.user.pings import Pings
 from wslocust.user.state import ConnectionState
 from wslocust.user.ticks import PeriodicMessages
 
@@ -35,7 +37,7 @@ __all__ = ["ConnectionKeeper"]
 perf_counter = time.perf_counter
 
 
-class ConnectionKeeper(PeriodicMessages):
+class ConnectionKeeper(Pings, PeriodicMessages):
     """
     The life of a user's connections (a mixin of :class:`~wslocust.user.websocket_user.WebSocketUser`):
     it starts and stops the periodic messages, and fails the requests a lost connection leaves pending.
@@ -53,6 +55,9 @@ class ConnectionKeeper(PeriodicMessages):
     subprotocols: ClassVar[Sequence[str]]
     origin: str | None
     verify_tls: bool
+    tls_ca_file: str | None
+    tls_cert_file: str | None
+    tls_key_file: str | None
     max_message_size: int | None
     validate_utf8: bool
     close_timeout: float
@@ -62,11 +67,8 @@ class ConnectionKeeper(PeriodicMessages):
     reconnect_max_delay: float
     max_reconnect_attempts: int
     connection_lifetime: float | None
-    ping_interval: float
-    ping_timeout: float
     _ready: gevent.event.Event
     _session: gevent.Greenlet | None
-    _pongs: dict[bytes, gevent.event.AsyncResult]
     _start_turn: Any
 
     if TYPE_CHECKING:
@@ -86,6 +88,8 @@ class ConnectionKeeper(PeriodicMessages):
         try:
             uri = self._target()
             proxy = Proxy.from_url(self.proxy) if self.proxy else None
+            if uri.secure:
+                ssl_context(self.verify_tls, self._tls_files())  # a TLS file that cannot work fails once, here
         except ConfigurationError as exc:
             self._fail("connect", exc)
             self._give_up()
@@ -118,7 +122,7 @@ class ConnectionKeeper(PeriodicMessages):
                 # A user with tasks, stopped half-way through its upgrade, which did not finish within
                 # close_timeout (see _shutdown): still one attempt, failed.
                 counters.connects_failed += 1
-                self._fail(name, _stopped_during_upgrade(self.close_timeout), (perf_counter() - started) * 1000)
+                self._fail(name, _aborted_at_stop(), (perf_counter() - started) * 1000)
                 raise
             else:
                 error = None
@@ -201,6 +205,7 @@ class ConnectionKeeper(PeriodicMessages):
             "subprotocols": self.subprotocols,
             "origin": self.origin,
             "verify_tls": self.verify_tls,
+            "tls_files": self._tls_files(),
             "source_address": run_state(self.environment).next_source_address(),
             "proxy": proxy,
         }
@@ -220,9 +225,14 @@ class ConnectionKeeper(PeriodicMessages):
                 opener.kill()
         error = opener.value if opener.ready() else GreenletExit()
         if isinstance(error, GreenletExit):  # the upgrade did not finish in close_timeout: a failed attempt
-            raise _stopped_during_upgrade(self.close_timeout)
+            raise _aborted_at_stop()
         if error is not None:
             raise error
+
+    def _tls_files(self) -> TlsFiles:
+        """The class's TLS files, each replaced by the run's ``--ws-tls-*`` option when that is given."""
+        options = self.environment.parsed_options
+        return TlsFiles(*(getattr(options, f"ws_{field}", None) or getattr(self, field) for field in TlsFiles._fields))
 
     def _backoff(self, attempt: int) -> None:
         delay = min(self.reconnect_max_delay, self.reconnect_delay * 2 ** (attempt - 1))
@@ -272,41 +282,6 @@ class ConnectionKeeper(PeriodicMessages):
             self._fail(pending.name, closed)
             if pending.blocking:
                 self._wake_soon(pending)
-
-    # Ping ----------------------------------------------------------------------
-
-    def _ping_forever(self, connection: Connection) -> None:
-        sequence = 0
-        while True:
-            gevent.sleep(self.ping_interval)
-            sequence += 1
-            data = sequence.to_bytes(8, "big")
-            pong = gevent.event.AsyncResult()
-            self._pongs[data] = pong
-            sent_at = perf_counter()
-            try:
-                connection.send_ping(data)
-            except ConnectionClosed:
-                return
-            received_at = pong.wait(self.ping_timeout)
-            self._pongs.pop(data, None)
-            if received_at is None:
-                self._fail("ping", PingTimeout(f"no pong within {self.ping_timeout:g} s"))
-                connection.abort()  # the session greenlet sees the close and reconnects
-                return
-            self._fire(
-                request_type="WS",
-                name="ping",
-                response_time=(received_at - sent_at) * 1000,
-                response_length=0,
-                exception=None,
-                context={},
-            )
-
-    def _on_pong(self, data: bytes, received_at: float) -> None:
-        waiter = self._pongs.pop(data, None)
-        if waiter is not None:
-            waiter.set(received_at)
 
     # Stop ----------------------------------------------------------------------
 
@@ -381,10 +356,14 @@ class ConnectionKeeper(PeriodicMessages):
             setattr(counters, old.value, getattr(counters, old.value) - 1)
         if new is not ConnectionState.CLOSED:
             setattr(counters, new.value, getattr(counters, new.value) + 1)
+        if new is ConnectionState.OPEN and counters.open > counters.peak_open:
+            counters.peak_open = counters.open  # at each open: no connection is too short-lived to count
 
 
-def _stopped_during_upgrade(close_timeout: float) -> ConnectTimeout:
-    return ConnectTimeout(f"stopped during the upgrade, after {close_timeout:g} s")
+def _aborted_at_stop() -> ConnectAborted:
+    # No duration in the message: Locust groups failures by message, and the attempt's
+    # response time (from its start to its end) is the one duration it has.
+    return ConnectAborted("the run stopped before the upgrade finished (connect aborted at stop)")
 
 
 def _returning_errors(call: Any, options: dict[str, Any]) -> BaseException | None:

@@ -20,7 +20,8 @@ send       a plain :meth:`~WebSocketUser.send` that could not be sent
 The class is the public API (settings, :meth:`~WebSocketUser.send`, :meth:`~WebSocketUser.echo`,
 :meth:`~WebSocketUser.request`, the hooks) and Locust's entry points; its parts live beside it:
 
-- :mod:`wslocust.user.keeper`: connect, reconnect with backoff, churn, ping, stop;
+- :mod:`wslocust.user.keeper`: connect, reconnect with backoff, churn, stop;
+- :mod:`wslocust.user.pings`: client pings, each pong timed;
 - :mod:`wslocust.user.messaging`: sending, waiting for replies, dispatching received messages;
 - :mod:`wslocust.user.correlation`: which reply answers which request, and what came back wrong (no I/O);
 - :mod:`wslocust.user.ticks`: the periodic messages and the in-flight window of a user without tasks.
@@ -117,6 +118,19 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
     verify_tls: bool = True
     """Verify the server certificate for ``wss://``. Set False only for test servers: it is logged."""
 
+    tls_ca_file: str | None = None
+    """PEM file of the CA certificates the server's certificate must chain to for ``wss://``, instead of the
+    system's (a private CA). ``--ws-tls-ca-file`` / ``WS_TLS_CA_FILE`` overrides it."""
+
+    tls_cert_file: str | None = None
+    """PEM file of the client certificate (chain) presented when the server asks for one (mutual TLS); it may
+    hold the key too. ``--ws-tls-cert-file`` / ``WS_TLS_CERT_FILE`` overrides it."""
+
+    tls_key_file: str | None = None
+    """PEM file of the unencrypted private key of ``tls_cert_file``, when that file does not hold it.
+    ``--ws-tls-key-file`` / ``WS_TLS_KEY_FILE`` overrides it. The three files are checked at start: a missing,
+    unreadable or malformed one, or a key that is not the certificate's, stops the run with one line."""
+
     proxy: str | None = None
     """An HTTP proxy to tunnel through, ``http://[user:password@]host:port`` (CONNECT)."""
 
@@ -179,7 +193,7 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
         self._drained = gevent.event.Event()
         self._stopping = False
         self._session: gevent.Greenlet | None = None
-        self._pongs: dict[bytes, gevent.event.AsyncResult] = {}
+        self._pongs: dict[bytes, tuple[float, gevent.event.AsyncResult]] = {}  # ping data -> (sent at, pong)
         self._hub = gevent.get_hub()
         self._counters_state(None, ConnectionState.CONNECTING)
         self._holding = self.tasks == [WebSocketUser._hold_connection]
