@@ -153,10 +153,15 @@ class TlsStream:
             if not data:
                 return b"", stamp
             self._incoming.write(data)
-            plaintext = []
+            plaintext: list[bytes] = []
             try:
                 while True:
-                    plaintext.append(tls.read(size))
+                    chunk = tls.read(size)
+                    if not chunk:  # after close_notify, read() returns b"" for ever instead of raising
+                        if not plaintext:
+                            return b"", stamp
+                        break
+                    plaintext.append(chunk)
             except ssl.SSLWantReadError:
                 pass
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # close_notify, or an abrupt end
