@@ -11,6 +11,8 @@ path                       behaviour of a faulty connection
 ``/ok``                    none: a correct echo server
 ``/silent``                reads the upgrade request and never answers it
 ``/status/CODE``           answers the upgrade with ``HTTP CODE`` and closes
+``/reject/KIND``           answers the upgrade with ``HTTP 400`` and the body KIND (:data:`REJECTIONS`): its
+                           first line is the reason; the body comes after the head, in a write of its own
 ``/bad-accept``            answers 101 with a wrong ``Sec-WebSocket-Accept``
 ``/close/CODE``            on the first message, closes with CODE (reason ``fault CODE``);
                            ``/close/1006`` drops TCP without a close frame
@@ -21,6 +23,9 @@ path                       behaviour of a faulty connection
 ``/half-open``             upgrades, then reads everything and answers nothing: no echo, pong or close
 ``/slow``                  echoes each message ``delay`` seconds later
 ``/slow-upgrade``          answers the upgrade ``delay`` seconds late, then echoes
+``/slow-pong``             answers each ping ``delay`` seconds late (``pongs_sent``), and the pings still
+                           unanswered at the client's close before its close reply (``pongs_at_close``);
+                           ``delay=inf``: only then
 ``/flood``                 sends ``size``-byte text messages as fast as the socket takes them
 ``/disorder``              of every ten messages, echoes the 3rd twice, the 5th after the 6th, never
                            the 8th, and the 9th ``delay`` seconds late (message integrity)
@@ -29,7 +34,7 @@ path                       behaviour of a faulty connection
 Query parameters: ``n`` (the first ``n`` connections of the path are faulty,
 later ones are correct echo connections, so that a reconnecting client
 recovers and every failure can be counted; 0 or absent: all of them),
-``size`` (``/frame/oversized``, ``/flood``), ``delay`` (``/slow``, ``/slow-upgrade``) and ``keep_tcp``
+``size`` (``/frame/oversized``, ``/flood``), ``delay`` (``/slow``, ``/slow-upgrade``, ``/slow-pong``) and ``keep_tcp``
 (``/frame/KIND``: after the client's close frame, keep TCP open until the client drops it).
 
 The server counts what it did per request target, path and query
@@ -49,7 +54,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 
-__all__ = ["MALFORMED", "FaultServer", "frame"]
+__all__ = ["MALFORMED", "REJECTIONS", "FaultServer", "frame"]
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -59,6 +64,43 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 _IO_TIMEOUT = 30.0
 """No handler waits longer than this for the client, whatever happens to the test."""
+
+
+_SUBPROTOCOL_REQUIRED = (
+    b"Failed to open a WebSocket connection: missing Sec-WebSocket-Protocol header.\n\n"
+    b"You cannot access a WebSocket server directly with a browser. You need a WebSocket client.\n"
+)
+_NGINX_PAGE = (
+    b"<html>\r\n<head><title>400 Bad Request</title></head>\r\n<body>\r\n"
+    b"<center><h1>400 Bad Request</h1></center>\r\n<center>No required SSL certificate was sent</center>\r\n"
+    b"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+REJECTIONS: dict[str, tuple[bytes, bytes, bool]] = {
+    # As Python's websockets answers a client that offers no subprotocol when one is required.
+    "subprotocol": (
+        b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+        + f"Content-Length: {len(_SUBPROTOCOL_REQUIRED)}\r\n\r\n".encode(),
+        _SUBPROTOCOL_REQUIRED,
+        False,
+    ),
+    # nginx's error page: its title repeats the status; the next line is the reason.
+    "html": (
+        b"Content-Type: text/html\r\nConnection: close\r\n" + f"Content-Length: {len(_NGINX_PAGE)}\r\n\r\n".encode(),
+        _NGINX_PAGE,
+        False,
+    ),
+    # A chunked body is not read on: its first chunk is quoted when it came with the head.
+    "chunked": (
+        b"Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + b"1c\r\ncompression is not supported\r\n",
+        b"0\r\n\r\n",
+        False,
+    ),
+    # A Content-Length the body never reaches, on a connection kept open.
+    "short": (b"Content-Type: text/plain\r\nContent-Length: 1000\r\n\r\n", b"upgrade refused: too many\n", True),
+}
+"""The 400 rejections of ``/reject/KIND``: what follows the status line, sent at once; what is sent 20 ms later;
+and whether the connection is then kept open (until the client closes it)."""
 
 
 def frame(
@@ -385,6 +427,14 @@ class _Connection:
             + body
         )
 
+    def fault_reject(self, argument: str) -> None:
+        first, then, keep_open = REJECTIONS[argument]
+        self.send(b"HTTP/1.1 400 Bad Request\r\n" + first)
+        time.sleep(0.02)  # in a segment of its own: the client reads past the head
+        self.send(then)
+        if keep_open:
+            self.until_eof()  # the body it announced never ends: the client must not wait for it
+
     def fault_bad_accept(self, _: str) -> None:
         self.upgrade(accept=accept_value(self.key + "x"))
         self.until_eof()
@@ -463,6 +513,42 @@ class _Connection:
         time.sleep(float(self.query.get("delay", 1.0)))
         self.upgrade()
         self.echo()
+
+    def fault_slow_pong(self, _: str) -> None:
+        self.upgrade()
+        delay = float(self.query.get("delay", 1.0))
+        send_lock = threading.Lock()
+        waiting: list[bytes] = []  # pings not answered yet, oldest first
+
+        def pong_later(payload: bytes) -> None:
+            time.sleep(delay)
+            with send_lock:
+                if payload in waiting:  # not answered at the close already
+                    waiting.remove(payload)
+                    self.send(frame(OP_PONG, payload))
+                    self.count("pongs_sent")
+
+        while True:
+            received = self.reader.read_frame()
+            if received is None:
+                return
+            opcode, payload = received
+            if opcode == OP_PING:
+                self.count("pings_received")
+                with send_lock:
+                    waiting.append(payload)
+                if delay < _IO_TIMEOUT:
+                    threading.Thread(target=pong_later, args=(payload,), daemon=True).start()
+            elif opcode == OP_CLOSE:
+                with send_lock:  # every ping is answered, and before the close reply (RFC 6455 §5.5.2)
+                    for pending in waiting:
+                        self.send(frame(OP_PONG, pending))
+                        self.count("pongs_sent")
+                        self.count("pongs_at_close")
+                    waiting.clear()
+                    self.count_client_close(payload, faulty=True)
+                    self.send(frame(OP_CLOSE, payload[:2]))
+                return
 
     def fault_slow(self, _: str) -> None:
         self.upgrade()

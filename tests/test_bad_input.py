@@ -49,6 +49,10 @@ LOCUSTFILES = {
         "from wslocust import WebSocketUser\n\n\nclass Chat(WebSocketUser):\n"
         "    host = 'ws://127.0.0.1:1/ws'\n    subprotocols = ['chat v2']\n"
     ),
+    "class-tls-ca-file": (
+        "from wslocust import WebSocketUser\n\n\nclass Chat(WebSocketUser):\n"
+        "    host = 'wss://127.0.0.1:1/ws'\n    tls_ca_file = 'README.md'\n"
+    ),
     "unresolvable": (
         "from wslocust import WebSocketUser\n\n\nclass Chat(WebSocketUser):\n"
         "    host = 'ws://no-such-host.invalid/ws'\n    reconnect_delay = 0.1\n    max_reconnect_attempts = 1\n"
@@ -128,6 +132,21 @@ MATRIX = [
          expected="WS_EMBEDDED_PORT / --ws-embedded-port: '70000' is not a port (0-65535)"),
     Case("embedded-port-env-word", env={"WS_EMBEDDED_PORT": "any"},
          expected="WS_EMBEDDED_PORT / --ws-embedded-port: 'any' is not a port (0-65535)"),
+    # TLS files (tls.py, target.py): checked at start, named by where they were given.
+    Case("tls-ca-file-missing", [*TARGET, "--ws-tls-ca-file", "/nonexistent/ca.pem"],
+         expected="wslocust: WS_TLS_CA_FILE / --ws-tls-ca-file: '/nonexistent/ca.pem' does not exist"),
+    Case("tls-ca-file-env-not-pem", TARGET, {"WS_TLS_CA_FILE": "README.md"},
+         expected="wslocust: WS_TLS_CA_FILE / --ws-tls-ca-file: 'README.md' holds no PEM certificate"),
+    Case("tls-cert-file-not-pem", [*TARGET, "--ws-tls-cert-file", "README.md"],
+         expected="wslocust: WS_TLS_CERT_FILE / --ws-tls-cert-file: 'README.md' holds no PEM certificate"),
+    Case("tls-cert-file-env-missing", TARGET, {"WS_TLS_CERT_FILE": "/nonexistent/client.pem"},
+         expected="wslocust: WS_TLS_CERT_FILE / --ws-tls-cert-file: '/nonexistent/client.pem' does not exist"),
+    Case("tls-key-file-without-certificate", [*TARGET, "--ws-tls-key-file", "README.md"],
+         expected="wslocust: WS_TLS_KEY_FILE / --ws-tls-key-file: 'README.md' is given without its certificate"),
+    Case("tls-key-file-env-not-the-certificates", env={"WS_TLS_KEY_FILE": "other.key"},
+         tested_in="tests/test_tls_options.py::test_a_key_that_is_not_the_certificates_stops_the_run_at_start_naming_it"),
+    Case("class-tls-ca-file-not-pem", locustfile="class-tls-ca-file",
+         expected="wslocust: Chat.tls_ca_file: 'README.md' holds no PEM certificate"),
     # Target URLs (uri.py, target.py).
     Case("host-http", ["--host", "http://127.0.0.1:3003/ws"],
          tested_in="tests/test_locust_runs.py::test_a_bad_url_stops_the_run_with_one_clear_line"),
@@ -175,7 +194,8 @@ def test_the_matrix_covers_every_option_and_variable_and_its_other_rows_exist():
         "TEST_DURATION", "--ws-profile", "WS_PROFILE", "--ws-time-scale", "WS_TIME_SCALE", "WORKERS",
         "--ws-message-interval", "MESSAGE_INTERVAL", "--ws-thresholds", "WS_THRESHOLDS", "WS_THRESHOLDS_ABORT",
         "--ws-source-addresses", "WS_SOURCE_ADDRESSES", "--host", "WS_SERVER_URL", "--ws-embedded-port",
-        "WS_EMBEDDED_PORT",
+        "WS_EMBEDDED_PORT", "--ws-tls-ca-file", "WS_TLS_CA_FILE", "--ws-tls-cert-file", "WS_TLS_CERT_FILE",
+        "--ws-tls-key-file", "WS_TLS_KEY_FILE",
     ):  # fmt: skip
         assert re.search(rf"(^|\s){re.escape(name)}(\s|$)", text), f"no bad-input case for {name}"
     assert len({case.id for case in MATRIX}) == len(MATRIX)

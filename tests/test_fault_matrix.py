@@ -51,8 +51,10 @@ TIMED_OUT = "timed out"
 LOST = "ConnectionClosedError('connection lost without a close frame (1006)')"
 
 
-def rejected(status: int, phrase: str) -> tuple[tuple[str, str, str], ...]:
-    return (("connect", f"HandshakeError('server rejected the WebSocket upgrade: HTTP {status} {phrase}')", FAULTS),)
+def rejected(status: int, phrase: str, body_line: str = "not a WebSocket endpoint") -> tuple[tuple[str, str, str], ...]:
+    """One failed ``connect`` per faulty connection, quoting the status and the first line of the body."""
+    message = f"server rejected the WebSocket upgrade: HTTP {status} {phrase} ({body_line})"
+    return (("connect", f"HandshakeError({message!r})", FAULTS),)
 
 
 def lost_on_close(error: str) -> tuple[tuple[str, str, str], ...]:
@@ -96,6 +98,15 @@ CASES = [
     Case("upgrade answered 404", "/status/404?n=2", {}, rejected(404, "Not Found")),
     Case("upgrade answered 500", "/status/500?n=2", {}, rejected(500, "Internal Server Error")),
     Case("upgrade answered 503", "/status/503?n=2", {}, rejected(503, "Service Unavailable")),
+    # The reason is in the body (issue 13): read past the head as far as Content-Length says, never longer
+    # than the connect timeout, its first line that is not the status quoted.
+    Case("400, the reason in the body", "/reject/subprotocol?n=2", {},
+         rejected(400, "Bad Request", "Failed to open a WebSocket connection: missing Sec-WebSocket-Protocol header.")),
+    Case("400, an HTML error page", "/reject/html?n=2", {},
+         rejected(400, "Bad Request", "No required SSL certificate was sent")),
+    Case("400, a chunked body", "/reject/chunked?n=2", {}, rejected(400, "Bad Request", "compression is not supported")),
+    Case("400, a body shorter than its Content-Length", "/reject/short?n=2", {"connect_timeout": 0.5},
+         rejected(400, "Bad Request", "upgrade refused: too many")),
     Case("wrong Sec-WebSocket-Accept", "/bad-accept?n=2", {},
          (("connect", "HandshakeError('wrong Sec-WebSocket-Accept')", FAULTS),)),
     # Closes by the server, on the first message of the connection.

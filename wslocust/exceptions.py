@@ -8,6 +8,7 @@ The exceptions wslocust raises, all rooted at :class:`WsLocustError`::
      │    ├── ConnectionRefused                 nothing listens at host:port
      │    └── TLSError                          TLS failed (certificate, protocol)
      ├── ConnectTimeout (also TimeoutError)     TCP + TLS + upgrade took too long
+     ├── ConnectAborted                         the run stopped before the connection opened
      ├── HandshakeError                         the server did not accept the upgrade
      ├── ProtocolError                          the peer broke RFC 6455
      ├── ReceiveTimeout (also TimeoutError)     a reply did not arrive in time
@@ -28,6 +29,7 @@ from wslocust.redaction import redact_text
 
 __all__ = [
     "ConfigurationError",
+    "ConnectAborted",
     "ConnectError",
     "ConnectTimeout",
     "ConnectionClosed",
@@ -80,6 +82,13 @@ class TLSError(ConnectError):
 
 class ConnectTimeout(WsLocustError, TimeoutError):
     """TCP connect, TLS and the HTTP upgrade did not finish within the connect timeout."""
+
+
+class ConnectAborted(WsLocustError):
+    """
+    The run stopped while a connection was being opened, and the upgrade did not finish
+    within ``close_timeout``: an attempt cut short, not a timeout of the server's.
+    """
 
 
 class HandshakeError(WsLocustError):

@@ -58,6 +58,7 @@ _LABELS = {
     "tls": "TLS failed",
     "connect": "no TCP connection",
     "connect_timeout": "connect timeout",
+    "connect_aborted": "connect aborted at stop",
     "handshake": "upgrade rejected",
     "protocol": "protocol error",
     "reply_timeout": "no reply in time",

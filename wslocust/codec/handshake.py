@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from wslocust.exceptions import ConfigurationError, HandshakeError
-from wslocust.redaction import is_secret_header, redact_uri
+from wslocust.redaction import is_secret_header, redact_text, redact_uri
 
 __all__ = [
     "Response",
     "accept_value",
+    "body_to_read",
     "build_request",
     "generate_key",
     "parse_response",
@@ -42,6 +43,13 @@ _FORBIDDEN_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _FORBIDDEN_IN_VALUE_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # RFC 7230 §3.1.2: status-line = HTTP-version SP status-code SP reason-phrase.
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
+
+# A rejection's body is quoted in its error message: its first line, at most this many characters, read
+# from at most this many bytes (an error page's first line is short; a server's whole page is not read).
+BODY_LINE_LENGTH = 160
+_BODY_READ_LIMIT = 4096
+_HTML_TAG = re.compile(r"<[^>]*>")
+_SPACES = re.compile(r"[\x00-\x20\x7f]+")
 
 # Headers that build_request writes itself: passing them in ``headers`` would
 # duplicate them and break the handshake in ways servers report obscurely.
@@ -179,9 +187,7 @@ class Response(NamedTuple):
         return ", ".join(values)
 
 
-def parse_response(
-    buffer: bytes | bytearray, *, max_size: int = 16384
-) -> tuple[Response, bytes] | None:
+def parse_response(buffer: bytes | bytearray, *, max_size: int = 16384) -> tuple[Response, bytes] | None:
     """
     Parse the server's response head once it is complete.
 
@@ -221,11 +227,7 @@ def parse_response(
         # RFC 7230 §3.2.4: no whitespace between name and colon, and no
         # obsolete line folding (a line starting with whitespace); no control
         # characters such as a bare LF in values.
-        if (
-            not colon
-            or not _TOKEN.fullmatch(name)
-            or _FORBIDDEN_IN_VALUE_BYTES.search(value)
-        ):
+        if not colon or not _TOKEN.fullmatch(name) or _FORBIDDEN_IN_VALUE_BYTES.search(value):
             raise HandshakeError("malformed HTTP header")
         headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
     return Response(status, reason, headers), bytes(buffer[end + 4 :])
@@ -238,18 +240,75 @@ def _tokens(value: str | None) -> list[str]:
     return [item.strip().lower() for item in value.split(",") if item.strip()]
 
 
+def body_to_read(response: Response) -> int:
+    """
+    How many bytes of a rejection's body to read for :func:`validate_response` to quote it.
+
+    Only a body whose ``Content-Length`` says where it ends is read on; of any other (chunked, or up
+    to the end of the connection) only what arrived with the head is quoted, so that reading never
+    waits for a server that keeps the connection open.
+
+    Args:
+        response: the parsed response.
+
+    Returns:
+        ``Content-Length``, at most 4 KiB; 0 without a valid one.
+    """
+    length = (response.header("Content-Length") or "").strip()
+    if not length.isdigit() or response.header("Transfer-Encoding") is not None:
+        return 0
+    return min(int(length), _BODY_READ_LIMIT)
+
+
+def _body_line(response: Response, body: bytes, reason: str) -> str:
+    """
+    The first line of text of a rejection's body that does not just repeat its status (``reason``),
+    or "" (the status says it all).
+
+    At most :data:`BODY_LINE_LENGTH` characters; control characters and runs of spaces become one
+    space, an HTML page's tags are dropped (its title usually repeats the status: the next line
+    says why), a chunked body is read from its first chunk.
+    """
+    length = (response.header("Content-Length") or "").strip()
+    if response.header("Transfer-Encoding") is not None:
+        size, _, rest = body.partition(b"\r\n")  # RFC 9112 §7.1: chunk-size [; ext] CRLF data
+        try:
+            body = rest[: int(size.split(b";")[0].strip() or b"0", 16)]
+        except ValueError:
+            return ""
+    elif length.isdigit():
+        body = body[: int(length)]
+    text = body[:_BODY_READ_LIMIT].decode("utf-8", "replace")
+    if "html" in (response.header("Content-Type") or "").lower() or text.lstrip()[:9].lower() in (
+        "<!doctype",
+        "<html>",
+    ):
+        text = _HTML_TAG.sub("\n", text)
+    status = {reason.lower(), f"{response.status} {reason}".lower()}
+    lines = (_SPACES.sub(" ", line).strip() for line in text.splitlines())
+    # Concealed before it is cut: a secret cut short would no longer be recognised, and its start would show.
+    line = redact_text(next((line for line in lines if line and line.lower() not in status), ""))
+    if len(line) > BODY_LINE_LENGTH:
+        line = line[: BODY_LINE_LENGTH - 3].rstrip() + "..."
+    return line
+
+
 def validate_response(
-    response: Response, key: str, subprotocols: Sequence[str] = ()
+    response: Response, key: str, subprotocols: Sequence[str] = (), *, body: bytes = b""
 ) -> str | None:
     """
     Check that the server accepted the upgrade (RFC 6455 §4.1, items 1-6).
 
-    Error messages are stable across connections so that Locust groups them.
+    Error messages are stable across connections so that Locust groups them (a rejection's body
+    line as stable as the server makes it).
 
     Args:
         response: the parsed response.
         key: the Sec-WebSocket-Key that was sent.
         subprotocols: the subprotocols that were offered.
+        body: what was read of the body of a rejection (see :func:`body_to_read`): its first line
+            ends the message, in parentheses, as a close reason does ("HTTP 400 Bad Request
+            (missing Sec-WebSocket-Protocol)"), redacted as every message is.
 
     Returns:
         The subprotocol the server selected, or ``None`` if it selected none.
@@ -268,8 +327,11 @@ def validate_response(
                 reason = http.HTTPStatus(status).phrase
             except ValueError:
                 reason = ""
-        text = f"server rejected the WebSocket upgrade: HTTP {status} {reason}"
-        raise HandshakeError(text.rstrip(), status)
+        text = f"server rejected the WebSocket upgrade: HTTP {status} {reason}".rstrip()
+        line = _body_line(response, body, reason)
+        if line:
+            text = f"{text} ({line})"
+        raise HandshakeError(text, status)
     # §4.1 item 2: Upgrade must be "websocket", case-insensitively.
     if "websocket" not in _tokens(response.header("Upgrade")):
         raise HandshakeError("missing or wrong Upgrade header", status, "Upgrade")
@@ -286,9 +348,7 @@ def validate_response(
     extensions = _tokens(response.header("Sec-WebSocket-Extensions"))
     if extensions:
         name = extensions[0].split(";")[0].strip()
-        raise HandshakeError(
-            f"server selected an unrequested extension: {name}", status, "Sec-WebSocket-Extensions"
-        )
+        raise HandshakeError(f"server selected an unrequested extension: {name}", status, "Sec-WebSocket-Extensions")
     # §4.1 item 6: at most one subprotocol, and one that we offered.
     selected = response.header("Sec-WebSocket-Protocol")
     if selected is None:

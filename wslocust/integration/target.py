@@ -21,12 +21,13 @@ from locust.runners import MasterRunner
 from wslocust.codec.handshake import build_request, generate_key
 from wslocust.codec.uri import parse_uri
 from wslocust.exceptions import ConfigurationError
-from wslocust.integration.options import EMBEDDED_PORT
+from wslocust.integration.options import EMBEDDED_PORT, TLS_FILE_OPTIONS
 from wslocust.integration.startup import stop_at_start
 from wslocust.redaction import conceal_uri
 from wslocust.run.state import RunState
 from wslocust.server import ServerConfig, create_server
 from wslocust.transport.proxy import Proxy
+from wslocust.transport.tls import TlsFileError, TlsFiles, ssl_context
 from wslocust.user import WebSocketUser
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def set_up_target(environment: Environment, state: RunState) -> None:
 def _check_user_classes(environment: Environment, *, check_host: bool) -> None:
     """
     Stop at start, with one line, on a WebSocketUser's invalid ``host``, ``proxy``, ``headers``,
-    ``subprotocols`` or ``origin``, rather than fail every connection attempt of every user.
+    ``subprotocols``, ``origin`` or TLS file, rather than fail every connection attempt of every user.
     """
     for user_class in environment.user_classes:
         if not (isinstance(user_class, type) and issubclass(user_class, WebSocketUser)):
@@ -92,6 +93,28 @@ def _check_user_classes(environment: Environment, *, check_host: bool) -> None:
             )
         except ConfigurationError as exc:
             stop_at_start(environment, f"wslocust: {user_class.__name__}: {exc}")
+        _check_tls_files(environment, user_class)
+
+
+def _check_tls_files(environment: Environment, user_class: type[WebSocketUser]) -> None:
+    """
+    Stop at start on a TLS file that cannot work (missing, unreadable, not PEM, a key not the certificate's),
+    naming where it was given: a ``--ws-tls-*`` option (which wins) or the class's setting. Checked whatever
+    the target's scheme: a file given for nothing is a mistake too.
+    """
+    options = environment.parsed_options
+    files: dict[str, str | None] = {}
+    sources: dict[str, str] = {}
+    for field in TlsFiles._fields:
+        given = getattr(options, f"ws_{field}", None) if options is not None else None
+        flag, env = TLS_FILE_OPTIONS[field]
+        files[field], sources[field] = (
+            (given, f"{env} / {flag}") if given else (getattr(user_class, field), f"{user_class.__name__}.{field}")
+        )
+    try:
+        ssl_context(True, TlsFiles(**files))  # verified or not, the same files are read
+    except TlsFileError as exc:
+        stop_at_start(environment, f"wslocust: {sources[exc.field]}: {exc.path!r} {exc.problem}")
 
 
 def _start_embedded_server(environment: Environment, state: RunState) -> None:

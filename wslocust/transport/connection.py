@@ -44,6 +44,7 @@ from wslocust.transport.opening import open_socket
 from wslocust.transport.proxy import Proxy
 from wslocust.transport.streams import SocketStream, TlsStream
 from wslocust.transport.timestamps import ReceiveTiming, TimingCounts, shared_clock_map
+from wslocust.transport.tls import TlsFiles
 from wslocust.transport.writing import FrameWriter
 
 # Proxy is the type open() takes: importable from here, beside Connection.
@@ -142,6 +143,7 @@ class Connection(FrameWriter):
         subprotocols: Sequence[str] = (),
         origin: str | None = None,
         verify_tls: bool = True,
+        tls_files: TlsFiles | None = None,
         source_address: tuple[str, int] | None = None,
         proxy: Proxy | None = None,
     ) -> None:
@@ -154,6 +156,7 @@ class Connection(FrameWriter):
             subprotocols: offered in Sec-WebSocket-Protocol.
             origin: sent as the Origin header when given.
             verify_tls: verify the server certificate for ``wss://``.
+            tls_files: the CA bundle to trust and the client certificate of mutual TLS, for ``wss://``.
             source_address: local (address, port) to bind before connecting.
             proxy: an HTTP proxy to tunnel through with CONNECT (RFC 9110 §9.3.6).
 
@@ -161,6 +164,7 @@ class Connection(FrameWriter):
             ConnectError: DNS, refused, TLS or another socket error.
             ConnectTimeout: not done within ``timeout``.
             HandshakeError: the server did not accept the upgrade.
+            TlsFileError: a file of ``tls_files`` cannot be used.
         """
         upgraded = open_socket(
             self.uri,
@@ -169,6 +173,7 @@ class Connection(FrameWriter):
             subprotocols=subprotocols,
             origin=origin,
             verify_tls=verify_tls,
+            tls_files=tls_files,
             source_address=source_address,
             proxy=proxy,
             kernel_timestamps=self.kernel_timestamps,
