@@ -167,6 +167,25 @@ def test_latency_error_runs_every_variant_beside_the_typical_user_and_joins_each
 
 
 @needs_node
+def test_latency_error_control_spreads_the_typical_users_sends_as_wslocust_does(tmp_path):
+    # The typical user's tasks leave together (Locust starts a spawn burst's tasks at once); the control's
+    # are spread over the interval, so that CPU per echo is compared at the same spread.
+    completed, results = run_benchmarks(
+        "latency-error", "--connections", "8", "--interval", "0.5", "--duration", "3", "--hold-ms", "5",
+        "--variants", "task", "--generators", "wslocust,typical,typical-spread", "--logs", str(tmp_path),
+        timeout=180,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = {r["generator"]: r for r in results}
+    assert set(rows) == {"wslocust", "typical", "typical-spread"}
+    assert all("error" not in row and row["requests"] > 0 for row in rows.values()), rows
+    assert rows["typical-spread"]["phase_share"] < rows["typical"]["phase_share"]
+    assert "cpu_vs_typical_spread" in rows["wslocust"]
+    assert "typical with its sends spread as wslocust's" in completed.stdout
+    assert_all_gone(logged_pids(tmp_path))
+
+
+@needs_node
 def test_latency_error_profile_prints_where_the_generator_spends_its_time(tmp_path):
     completed, results = run_benchmarks(
         "latency-error", "--connections", "2", "--interval", "0.5", "--duration", "3", "--hold-ms", "5",

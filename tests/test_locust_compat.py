@@ -292,6 +292,29 @@ def test_a_swarm_that_cannot_fit_is_refused_with_the_reason(monkeypatch):
         environment.runner.quit()
 
 
+def test_a_stopping_runner_names_its_caller_without_reading_source_files(monkeypatch, caplog):
+    # inspect.stack() reads the source of every frame and resolves every module's path: ~25 ms of the
+    # event loop at each stop. The debug line stays the same.
+    monkeypatch.setattr(locust.runners, "inspect", inspect)
+
+    def stop_a_runner() -> list[str]:
+        runner = Environment(user_classes=[_Idle]).create_local_runner()
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="locust.runners"):
+            runner.stop()
+        runner.quit()
+        return [record.getMessage() for record in caplog.records if "called from" in record.getMessage()]
+
+    with_source = stop_a_runner()
+    locust_compat.name_stop_callers_from_frames()
+    locust_compat.name_stop_callers_from_frames()  # idempotent
+    source_reads = []
+    monkeypatch.setattr(inspect, "getmodule", lambda *args, **kwargs: source_reads.append(args))
+    assert stop_a_runner() == with_source
+    assert source_reads == []
+    assert locust.runners.inspect.signature is inspect.signature  # anything else: the real module
+
+
 # A master and a worker in this process ---------------------------------------------------------
 
 

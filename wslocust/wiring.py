@@ -277,6 +277,7 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
 
 forked_workers.end_forked_workers_with_their_parent()
 locust_compat.say_when_the_master_is_not_there(distributed.log_no_master)
+locust_compat.name_stop_callers_from_frames()
 events.init_command_line_parser.add_listener(options.add_options)
 events.init.add_listener(_on_init)
 events.quitting.add_listener(_on_quitting)

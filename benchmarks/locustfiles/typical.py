@@ -16,6 +16,13 @@ import wslocust.
   wslocust task calling ``self.echo()``).
 - ``PacedRequest``: the same with JSON messages carrying an ``id``; the task
   reads until the reply with its id comes and fires ``request``.
+- ``SpreadPacedEcho``, ``SpreadPeriodicEcho``, ``SpreadPacedRequest``: a control,
+  not what users write: the same users, whose first task waits a random part
+  of ``--bench-interval`` after the connect (pacing restarted from there), so
+  that their sends are spread over the interval as wslocust's are, instead of
+  leaving together (Locust starts a spawn burst's tasks at once). Spread sends
+  cost more CPU per echo: the event loop wakes for each one instead of once per
+  burst (``latency-error --generators wslocust,typical,typical-spread``).
 
 All time the connect as a ``connect`` request and use request type ``WS``
 and the names ``echo`` (``request``), as wslocust does. Before each event they
@@ -24,6 +31,7 @@ tell ``bench_messages`` which connection the reply came on (benchmark-only:
 """
 
 import json
+import random
 import time
 
 import bench_cprofile  # noqa: F401  --bench-cprofile: latency-error --profile
@@ -35,7 +43,15 @@ import websocket
 from locust import User, constant, constant_pacing, events, task
 from locust.exception import StopUser
 
-__all__ = ["ClosedLoopEcho", "PacedEcho", "PacedRequest", "PeriodicEcho"]
+__all__ = [
+    "ClosedLoopEcho",
+    "PacedEcho",
+    "PacedRequest",
+    "PeriodicEcho",
+    "SpreadPacedEcho",
+    "SpreadPacedRequest",
+    "SpreadPeriodicEcho",
+]
 
 CONNECT_TIMEOUT = 10.0
 IDLE_WAIT = 3600.0
@@ -160,6 +176,31 @@ class PacedRequest(_PlainWebSocketUser):
             self._fire("request", start, 0, exc)
             raise StopUser() from exc
         self._fire("request", start, len(reply))
+
+
+class _SpreadFirstTask:
+    """Mixed in before a user class: its first task a random part of the interval after the connect."""
+
+    def on_start(self):
+        super().on_start()
+        interval = bench_probe.options(self.environment).bench_interval
+        if interval:
+            gevent.sleep(random.uniform(0, interval))
+        # constant_pacing counts from the user's start: without this, the first wait would take the
+        # sleep back and the tasks would leave together again.
+        self._cp_last_run, self._cp_last_wait_time = time.perf_counter(), 0
+
+
+class SpreadPacedEcho(_SpreadFirstTask, PacedEcho):
+    pass
+
+
+class SpreadPeriodicEcho(_SpreadFirstTask, PeriodicEcho):
+    pass
+
+
+class SpreadPacedRequest(_SpreadFirstTask, PacedRequest):
+    pass
 
 
 @events.init.add_listener

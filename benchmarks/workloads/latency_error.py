@@ -27,6 +27,11 @@ window of the interval, as the server received them), and the generator's CPU pe
 process of it, after all connections opened, per echo the server sent meanwhile).
 Targets: |error| <= 0.5 ms; CPU per echo <= the typical user's. ``--profile DIR``: run the chosen
 variants once more under cProfile instead and print where each generator's time goes.
+
+``--generators wslocust,typical,typical-spread`` adds a control: the typical user with its sends
+spread over the interval as wslocust's are (``Spread*`` in ``locustfiles/typical.py``), since
+Locust starts a burst's tasks together and sends that leave together cost less CPU each (the
+event loop wakes once for a burst, not for every message); ``x spread`` compares with it.
 """
 
 from __future__ import annotations
@@ -53,7 +58,10 @@ __all__ = ["VARIANTS", "add_arguments", "run"]
 NAME = "latency-error"
 TARGET_ERROR_MS = 0.5
 PERCENTILES = ("p50", "p95", "p99")
-GENERATORS = ("wslocust", "typical")
+GENERATORS = ("wslocust", "typical", "typical-spread")
+DEFAULT_GENERATORS = ("wslocust", "typical")
+SPREAD = "typical-spread"
+"""The control generator: the typical user, its first task a random part of the interval after its connect."""
 QUICK = ("task", "periodic", "loaded")
 PHASE_WINDOW_MS = 50.0
 
@@ -93,7 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--variants", default=",".join(VARIANTS), help=f"comma-separated (default: {','.join(VARIANTS)})"
     )
     parser.add_argument(
-        "--generators", default=",".join(GENERATORS), help="wslocust, typical or both (default: wslocust,typical)"
+        "--generators",
+        default=",".join(DEFAULT_GENERATORS),
+        help="of wslocust, typical and typical-spread (the typical user, its sends spread over the interval as "
+        "wslocust's are: a control for CPU per echo); default: wslocust,typical",
     )
     parser.add_argument(
         "--quick", action="store_true", help=f"only {','.join(QUICK)}, 10 s each (unless given): about 1.5 minutes"
@@ -170,7 +181,9 @@ def _command(variant: str, generator: str, server: Server, args: argparse.Namesp
         command += processes_options(spec.processes)
     if args.profile:
         command += ["--bench-cprofile", str(out / "profile")]
-    return [*command, spec.wslocust_user if wslocust else spec.typical_user]
+    if wslocust:
+        return [*command, spec.wslocust_user]
+    return [*command, f"Spread{spec.typical_user}" if generator == SPREAD else spec.typical_user]
 
 
 def _run_one(
@@ -276,12 +289,13 @@ def _profile_result(out: Path, entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _compare_with_typical(results: list[dict[str, Any]]) -> None:
-    """Each wslocust row's CPU per echo relative to the typical user's in the same variant."""
-    typical = {r["variant"]: r for r in results if r["generator"] == "typical" and "error" not in r}
-    for result in results:
-        other = typical.get(result["variant"])
-        if other is not None and "error" not in result:
-            result["cpu_vs_typical"] = ratio(result.get("cpu_us_per_echo"), other.get("cpu_us_per_echo"))
+    """Each row's CPU per echo relative to the typical user's in the same variant, and to the spread control's."""
+    for generator, key in (("typical", "cpu_vs_typical"), (SPREAD, "cpu_vs_typical_spread")):
+        typical = {r["variant"]: r for r in results if r["generator"] == generator and "error" not in r}
+        for result in results:
+            other = typical.get(result["variant"])
+            if other is not None and "error" not in result:
+                result[key] = ratio(result.get("cpu_us_per_echo"), other.get("cpu_us_per_echo"))
 
 
 TITLE = (
@@ -301,6 +315,7 @@ COLUMNS = (
     Column("phase %", "phase_share", "pct"),
     Column("CPU us/echo", "cpu_us_per_echo", "f1"),
     Column("x typical", "cpu_vs_typical", "f2"),
+    Column("x spread", "cpu_vs_typical_spread", "f2"),
     Column("gen CPU %", "generator_cpu_share", "pct"),
     Column("core %", "generator_core_busy_share", "pct"),
 )
@@ -312,13 +327,15 @@ client's exact time minus that message's own hold on the server (joined on clien
 phase %: the largest share of the messages the server received in one 50 ms window of the interval (5 % when
 evenly spread). CPU us/echo: CPU-microseconds of every generator process per echo the server sent, from a
 second after all connections opened to a second before the end; x typical: relative to the typical user's
-(the loaded variant's includes the busy-waiting greenlet). core %: how busy the generator's CPU was, other
-processes included (they delay its timers and receives too)."""
+(the loaded variant's includes the busy-waiting greenlet); x spread: to the typical user's with its sends
+spread over the interval as wslocust's are (typical-spread: a control, when run). core %: how busy the
+generator's CPU was, other processes included (they delay its timers and receives too)."""
 
 
 def _verdicts(results: list[dict[str, Any]]) -> str:
     lines = []
     typical = {r["variant"]: r for r in results if r["generator"] == "typical" and "error" not in r}
+    spread_rows = {r["variant"]: r for r in results if r["generator"] == SPREAD and "error" not in r}
     for result in results:
         if result["generator"] != "wslocust" or "error" in result:
             continue
@@ -334,5 +351,8 @@ def _verdicts(results: list[dict[str, Any]]) -> str:
         if mine is not None and cost is not None:
             verdict = "met" if mine <= cost else "MISSED"
             line += f"; CPU per echo {mine:.0f} vs {cost:.0f} us (target <= typical): {verdict}"
+        spread = spread_rows.get(result["variant"], {}).get("cpu_us_per_echo")
+        if mine is not None and spread is not None:
+            line += f" (typical with its sends spread as wslocust's: {spread:.0f} us)"
         lines.append(line)
     return "\n".join(lines)

@@ -64,6 +64,7 @@ PATCHED: dict[str, tuple[str, ...]] = {
         "locust.runners:MasterRunner().environment",
         "locust.runners:MasterRunner().clients",
     ),
+    "name_stop_callers_from_frames": ("locust.runners:inspect", "locust.runners:Runner.stop(self)"),
     "say_when_the_master_is_not_there": (
         "locust.runners:WorkerRunner.connect_to_master(self)",
         *_each("locust.runners:", "CONNECT_TIMEOUT CONNECT_RETRY_COUNT"),
