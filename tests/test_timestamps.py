@@ -13,6 +13,7 @@ import struct
 import time
 
 import gevent
+import gevent.server
 import pytest
 from helpers import run_server_process, wait_for
 
@@ -371,3 +372,77 @@ def test_the_results_block_names_the_clock_a_run_used(echo_process, tmp_path, ke
         assert timing == [timing[0]] and timing[0].endswith(
             "latency timed from read time (no kernel receive timestamps)"
         )
+
+
+def _close_notify_server(cert: str, key: str, accepted: list) -> gevent.server.StreamServer:
+    """A wss:// server that answers the client's close frame and ends TLS (close_notify) in one write, then
+    keeps TCP open, as asyncio's and nginx's TLS do until the peer's close_notify."""
+    import base64
+    import hashlib
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def handle(sock, _address) -> None:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_side=True)
+
+        def pump() -> None:
+            sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+        sock.sendall(outgoing.read())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            try:
+                received += tls.read(65536)
+            except ssl.SSLWantReadError:
+                incoming.write(sock.recv(65536))
+        client_key = received.split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
+        accept = base64.b64encode(hashlib.sha1(client_key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        tls.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        sock.sendall(outgoing.read())
+        frames = b""
+        while not frames.startswith(b"\x88"):  # the client's (masked) close frame
+            try:
+                frames += tls.read(65536)
+            except ssl.SSLWantReadError:
+                incoming.write(sock.recv(65536))
+        tls.write(b"\x88\x02\x03\xe8")  # close 1000
+        try:
+            tls.unwrap()  # close_notify into the same write; the client's would come later
+        except ssl.SSLWantReadError:
+            pass
+        sock.sendall(outgoing.read())
+        accepted.append(sock)
+        gevent.sleep(30)  # TCP stays open: the client must not wait for its end
+
+    server = gevent.server.StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    return server
+
+
+def test_wss_close_ends_at_once_when_the_close_reply_and_close_notify_come_in_one_read(self_signed_cert):
+    accepted: list = []
+    server = _close_notify_server(*self_signed_cert, accepted)
+    try:
+        connection = Connection(parse_uri(f"wss://127.0.0.1:{server.server_port}/"), on_message=lambda m, at: None)
+        connection.open(timeout=10, verify_tls=False)
+        receiver = gevent.spawn(connection.receive_forever)
+        started = time.perf_counter()
+        connection.close(timeout=5)
+        took = time.perf_counter() - started
+        receiver.kill()
+        assert accepted, "the server never saw the close frame"
+        assert connection.closed is not None and connection.closed.code == 1000, connection.closed
+        assert took < 1.0, f"close waited {took:.2f} s for a TCP end that the server leaves to the client"
+    finally:
+        server.stop(timeout=1)

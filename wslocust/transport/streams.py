@@ -107,6 +107,10 @@ class TlsStream:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
+        self._ended = False
+        """The server's close_notify (or an abrupt TLS end) was read: nothing more will decrypt. A peer
+        that ends TLS properly (asyncio's, nginx) may keep TCP open until ours comes, so the end must
+        not wait for TCP's when the close_notify came in the same read as the last records."""
 
     def handshake(self) -> None:
         """
@@ -149,6 +153,8 @@ class TlsStream:
         """
         tls = self._tls
         while True:
+            if self._ended:
+                return b"", None
             data, stamp = self.raw.receive(RAW_CHUNK)
             if not data:
                 return b"", stamp
@@ -158,15 +164,15 @@ class TlsStream:
                 while True:
                     chunk = tls.read(size)
                     if not chunk:  # after close_notify, read() returns b"" for ever instead of raising
-                        if not plaintext:
-                            return b"", stamp
+                        self._ended = True
                         break
                     plaintext.append(chunk)
             except ssl.SSLWantReadError:
                 pass
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # close_notify, or an abrupt end
-                if not plaintext:
-                    return b"", stamp
+                self._ended = True
+            if not plaintext and self._ended:
+                return b"", stamp
             if plaintext:
                 return b"".join(plaintext) if len(plaintext) > 1 else plaintext[0], stamp
 
