@@ -14,8 +14,8 @@ path                       behaviour of a faulty connection
 ``/reject/KIND``           answers the upgrade with ``HTTP 400`` and the body KIND (:data:`REJECTIONS`): its
                            first line is the reason; the body comes after the head, in a write of its own
 ``/bad-accept``            answers 101 with a wrong ``Sec-WebSocket-Accept``
-``/close/CODE``            on the first message, closes with CODE (reason ``fault CODE``);
-                           ``/close/1006`` drops TCP without a close frame
+``/close/CODE``            on the first message, closes with CODE (reason ``fault CODE``), ``delay``
+                           seconds later if given; ``/close/1006`` drops TCP without a close frame
 ``/close-keep-tcp``        right after the upgrade, sends close 1000, answers nothing more
                            and keeps the TCP connection open
 ``/frame/KIND``            answers the first message with the malformed frame KIND (:data:`MALFORMED`)
@@ -34,12 +34,13 @@ path                       behaviour of a faulty connection
 Query parameters: ``n`` (the first ``n`` connections of the path are faulty,
 later ones are correct echo connections, so that a reconnecting client
 recovers and every failure can be counted; 0 or absent: all of them),
-``size`` (``/frame/oversized``, ``/flood``), ``delay`` (``/slow``, ``/slow-upgrade``, ``/slow-pong``) and ``keep_tcp``
+``size`` (``/frame/oversized``, ``/flood``), ``delay`` (``/close/CODE``, ``/slow``, ``/slow-upgrade``, ``/slow-pong``) and ``keep_tcp``
 (``/frame/KIND``: after the client's close frame, keep TCP open until the client drops it).
 
 The server counts what it did per request target, path and query
 (:meth:`FaultServer.counts`): these are the figures the tests compare with
-Locust's. Give each client class a target of its own.
+Locust's. Give each client class a target of its own. It also keeps each connection's upgrade
+request headers (:meth:`FaultServer.request_headers`).
 """
 
 from __future__ import annotations
@@ -204,6 +205,7 @@ class FaultServer:
         self.port: int = self._listener.getsockname()[1]
         self.tcp_accepted = 0
         self._counts: dict[str, Counter[str]] = {}
+        self._request_headers: dict[str, list[dict[str, str]]] = {}
         self._lock = threading.Lock()
         self._active: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -246,6 +248,11 @@ class FaultServer:
         with self._lock:
             return Counter(self._counts.get(target, Counter()))
 
+    def request_headers(self, target: str) -> list[dict[str, str]]:
+        """The upgrade request headers of each connection to ``target`` (names as sent, values stripped), in order."""
+        with self._lock:
+            return [dict(headers) for headers in self._request_headers.get(target, [])]
+
     def total(self, key: str) -> int:
         """One counter summed over every path."""
         with self._lock:
@@ -277,8 +284,9 @@ class FaultServer:
             request = _read_request(sock)
             if request is None:
                 return
-            target, path, query, key, leftover = request
+            target, path, query, key, leftover, headers = request
             with self._lock:
+                self._request_headers.setdefault(target, []).append(headers)
                 counts = self._counts.setdefault(target, Counter())
                 counts["connections"] += 1
                 limit = int(query.get("n", 0))
@@ -300,8 +308,8 @@ class FaultServer:
             sock.close()
 
 
-def _read_request(sock: socket.socket) -> tuple[str, str, dict[str, str], str, bytes] | None:
-    """The request target, its path, query, Sec-WebSocket-Key and the bytes after the head; None at EOF."""
+def _read_request(sock: socket.socket) -> tuple[str, str, dict[str, str], str, bytes, dict[str, str]] | None:
+    """The request target, its path, query, Sec-WebSocket-Key, the bytes after the head and the headers; None at EOF."""
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(4096)
@@ -314,7 +322,8 @@ def _read_request(sock: socket.socket) -> tuple[str, str, dict[str, str], str, b
     headers = dict(line.partition(":")[::2] for line in lines[1:])
     key = next((value.strip() for name, value in headers.items() if name.lower() == "sec-websocket-key"), "")
     parsed = urllib.parse.urlsplit(target)
-    return target, parsed.path, dict(urllib.parse.parse_qsl(parsed.query)), key, leftover
+    stripped = {name: value.strip() for name, value in headers.items()}
+    return target, parsed.path, dict(urllib.parse.parse_qsl(parsed.query)), key, leftover, stripped
 
 
 class _Connection:
@@ -444,6 +453,9 @@ class _Connection:
         if not self.first_message():
             return
         code = int(argument)
+        delay = float(self.query.get("delay", 0))
+        if delay:
+            time.sleep(delay)
         if code == 1006:
             self.end_tcp()  # no close frame
             return

@@ -306,3 +306,35 @@ def test_across_workers_the_peak_is_the_sum_of_each_workers_exact_peak_since_the
     assert live.snapshot()["aggregate"]["peak_open"] == 0  # nothing reported since
     _worker_report(live, "b", open_now=1, peak=1)
     assert live.snapshot()["aggregate"]["peak_open"] == 1
+
+
+@pytest.mark.slow
+def test_a_connection_the_server_closes_while_the_stop_waits_for_its_replies_is_lost_not_closed(tmp_path):
+    # The server holds the first message 1.5 s, then closes with 1008: the run stops (1 s) with messages
+    # in flight, the stop waits for their replies (close_timeout 3 s) and meets the server's close instead.
+    # That connection was lost, by the server's doing: one disconnect, its messages lost with it; not
+    # "closed" by the stopping user, and nothing left "in flight at stop".
+    server = FaultServer().start()
+    common = {"fixed_count": 1, "close_timeout": 3.0, "reply_timeout": 5.0}
+    targets = {"Closing": "/close/1008?delay=1.5", "TaskClosing": "/close/1008?delay=1.5&user=task"}
+    classes = {
+        "Closing": {**common, "message_interval": 0.3, "host": server.url(targets["Closing"])},
+        "TaskClosing": {**common, "host": server.url(targets["TaskClosing"])},
+    }
+    run_time = 1
+    try:
+        result = run(tmp_path, classes, run_time)
+        assert server.wait_idle(10)
+    finally:
+        server.stop()
+    assert_clean_exit(result, run_time, expected_code=1)
+    closed_1008 = "ConnectionClosedError('closed by server with code 1008 (fault 1008)')"
+    received = server.total("messages_received")
+    for name, path in targets.items():
+        counts = server.counts(path)
+        assert (counts["faults"], counts["connections"]) == (1, 1), (name, counts)
+    s = result.summary
+    assert result.failures == {("disconnect", closed_1008): 2, ("echo", closed_1008): received}, result.failures
+    assert (s["connects"], s["disconnects"], s["sent"], s["lost"], s["in_flight"]) == (2, 2, received, received, 0), s
+    assert "2 lost, 0 closed" in results_line(result, "connections"), result.stderr[-3000:]
+    assert_messages_add_up(result)

@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
 from gevent import GreenletExit
 from locust.exception import StopUser
 
-from wslocust.codec.uri import WsURI, parse_uri
-from wslocust.exceptions import (
-    ConfigurationError,
-    ConnectAborted,
-    ConnectionClosed,
-    WsLocustError,
-    connection_closed,
-)
+from wslocust.exceptions import ConfigurationError, ConnectionClosed, WsLocustError, connection_closed
 from wslocust.run import settings
 from wslocust.run.state import run_state
 from wslocust.transport.connection import Connection, Proxy
-from wslocust.transport.tls import TlsFiles, ssl_context
+from wslocust.transport.tls import ssl_context
+from wslocust.user.connecting import ConnectionOpening, aborted_at_stop
 from wslocust.user.pings import Pings
 from wslocust.user.state import ConnectionState
 from wslocust.user.ticks import PeriodicMessages
@@ -37,7 +30,7 @@ __all__ = ["ConnectionKeeper"]
 perf_counter = time.perf_counter
 
 
-class ConnectionKeeper(Pings, PeriodicMessages):
+class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
     """
     The life of a user's connections (a mixin of :class:`~wslocust.user.websocket_user.WebSocketUser`):
     it starts and stops the periodic messages, and fails the requests a lost connection leaves pending.
@@ -46,15 +39,10 @@ class ConnectionKeeper(Pings, PeriodicMessages):
     :meth:`_shutdown` ends it.
     """
 
-    # From the rest of WebSocketUser (more in Messaging and PeriodicMessages): its documented settings,
-    # Locust's greenlet and the state its __init__ creates.
+    # From the rest of WebSocketUser (more in ConnectionOpening, Messaging and PeriodicMessages): its
+    # documented settings, Locust's greenlet and the state its __init__ creates.
     greenlet: Any
-    host: str | None
     proxy: str | None
-    headers: ClassVar[dict[str, str] | None]
-    subprotocols: ClassVar[Sequence[str]]
-    origin: str | None
-    verify_tls: bool
     tls_ca_file: str | None
     tls_cert_file: str | None
     tls_key_file: str | None
@@ -68,7 +56,6 @@ class ConnectionKeeper(Pings, PeriodicMessages):
     max_reconnect_attempts: int
     connection_lifetime: float | None
     _ready: gevent.event.Event
-    _session: gevent.Greenlet | None
     _start_turn: Any
 
     if TYPE_CHECKING:
@@ -79,8 +66,7 @@ class ConnectionKeeper(Pings, PeriodicMessages):
 
         def _run_hook(self, hook: Any) -> None: ...
 
-    def _target(self) -> WsURI:
-        return parse_uri(self.host or settings.default_target(self.environment))
+        def _end_receives(self, closed: ConnectionClosed | None) -> None: ...  # Receiving
 
     def _keep_connected(self) -> None:
         failed_attempts = 0
@@ -94,7 +80,7 @@ class ConnectionKeeper(Pings, PeriodicMessages):
             self._fail("connect", exc)
             self._give_up()
             return
-        headers = list((self.headers or {}).items())
+        attempts = 0
         if self._start_turn is not None:
             # Users started together connect one after another, not all in the same instant.
             run_state(self.environment).start_pacer.wait_turn(*self._start_turn)
@@ -110,22 +96,23 @@ class ConnectionKeeper(Pings, PeriodicMessages):
                 kernel_timestamps=self.kernel_timestamps,
                 timing=self.counters,
             )
+            attempts += 1
+            headers, error = self._attempt_headers(attempts)  # the user's hook may block: not timed
             counters = self.counters
             counters.connect_attempts += 1
             started = perf_counter()
             self._opening = True
             try:
-                self._open_connection(connection, headers, proxy)
+                if error is None:
+                    self._open_connection(connection, headers, proxy)
             except WsLocustError as exc:
-                error: WsLocustError | None = exc
+                error = exc
             except GreenletExit:
                 # A user with tasks, stopped half-way through its upgrade, which did not finish within
                 # close_timeout (see _shutdown): still one attempt, failed.
                 counters.connects_failed += 1
-                self._fail(name, _aborted_at_stop(), (perf_counter() - started) * 1000)
+                self._fail(name, aborted_at_stop(), (perf_counter() - started) * 1000)
                 raise
-            else:
-                error = None
             finally:
                 # Only while in open(): a stop joins an upgrade under way, never a backoff.
                 self._opening = False
@@ -198,42 +185,6 @@ class ConnectionKeeper(Pings, PeriodicMessages):
             self._set_state(ConnectionState.RECONNECTING)
             self._backoff(1)
 
-    def _open_connection(self, connection: Connection, headers: list[tuple[str, str]], proxy: Proxy | None) -> None:
-        options: dict[str, Any] = {
-            "timeout": self.connect_timeout,
-            "headers": headers,
-            "subprotocols": self.subprotocols,
-            "origin": self.origin,
-            "verify_tls": self.verify_tls,
-            "tls_files": self._tls_files(),
-            "source_address": run_state(self.environment).next_source_address(),
-            "proxy": proxy,
-        }
-        if self._session is not gevent.getcurrent() or not self._holding:
-            connection.open(**options)  # _shutdown lets an upgrade under way finish
-            return
-        # This greenlet is the user's own, which Locust may kill at any time. Killed half-way
-        # through an upgrade, the server would count a connection that the user never did:
-        # the upgrade runs in a greenlet of its own and is let finish.
-        opener = gevent.spawn(_returning_errors, connection.open, options)
-        try:
-            opener.join()
-        except GreenletExit:
-            self._stopping = True
-            opener.join(self.close_timeout)
-            if not opener.ready():
-                opener.kill()
-        error = opener.value if opener.ready() else GreenletExit()
-        if isinstance(error, GreenletExit):  # the upgrade did not finish in close_timeout: a failed attempt
-            raise _aborted_at_stop()
-        if error is not None:
-            raise error
-
-    def _tls_files(self) -> TlsFiles:
-        """The class's TLS files, each replaced by the run's ``--ws-tls-*`` option when that is given."""
-        options = self.environment.parsed_options
-        return TlsFiles(*(getattr(options, f"ws_{field}", None) or getattr(self, field) for field in TlsFiles._fields))
-
     def _backoff(self, attempt: int) -> None:
         delay = min(self.reconnect_max_delay, self.reconnect_delay * 2 ** (attempt - 1))
         delay *= settings.time_scale(self.environment)
@@ -265,7 +216,7 @@ class ConnectionKeeper(Pings, PeriodicMessages):
         self._retiring = True
         self._open.clear()  # new messages wait for the next connection
         self._set_state(ConnectionState.RECONNECTING)
-        if self._correlator.pending:
+        if self._correlator.waiting():
             self._drained.clear()
             self._drained.wait(self.close_timeout)
         connection.close(timeout=self.close_timeout)
@@ -278,6 +229,7 @@ class ConnectionKeeper(Pings, PeriodicMessages):
             self.greenlet.kill(StopUser(), block=False)
 
     def _fail_pending(self, closed: ConnectionClosed) -> None:
+        self._end_receives(closed)
         for pending in self._correlator.fail_all():
             self._fail(pending.name, closed)
             if pending.blocking:
@@ -292,7 +244,9 @@ class ConnectionKeeper(Pings, PeriodicMessages):
         before the close is counted. A user with no open connection (in backoff, given up) or
         nothing in flight stops at once; one whose upgrade is under way lets it finish (at most
         ``close_timeout``), then closes at once. Each connection is counted once: ``closed`` here
-        only if it was open at the stop (a lost one was counted as lost).
+        only if it was open at the stop and still open when the user closed it (a lost one was counted
+        as lost; one the server closed while the stop waited for its replies is lost too, its replies
+        with it).
         """
         self._stopping = True
         self._stop_ticking()
@@ -309,11 +263,17 @@ class ConnectionKeeper(Pings, PeriodicMessages):
                 self._run_hook(self.on_stop)
         deadline = perf_counter() + self.close_timeout
         if connection is not None and open_at_stop:
-            if self._correlator.pending and connection.closed is None:
+            if self._correlator.waiting() and connection.closed is None:
                 self._drained.clear()
                 self._drained.wait(self.close_timeout)
-            connection.close(timeout=max(0.0, deadline - perf_counter()))
-            self.counters.closed += 1
+            lost = connection.closed
+            if lost is None:
+                connection.close(timeout=max(0.0, deadline - perf_counter()))
+                self.counters.closed += 1
+            else:  # the server closed it (or it was lost) while the stop waited for the last replies
+                self.counters.disconnects += 1
+                self._fail("disconnect", lost)
+                self._fail_pending(lost)
         if receiver is not None:
             receiver.kill(block=True)
         if session is not None and not session.dead and session is not gevent.getcurrent():
@@ -323,6 +283,7 @@ class ConnectionKeeper(Pings, PeriodicMessages):
                 session.join(max(0.0, deadline - perf_counter()))
             session.kill(block=True)
         self._correlator.discard_all()  # counted in replies_in_flight_at_stop
+        self._end_receives(None)
         if self.state is not ConnectionState.FAILED:
             self._set_state(ConnectionState.CLOSED)
 
@@ -358,18 +319,3 @@ class ConnectionKeeper(Pings, PeriodicMessages):
             setattr(counters, new.value, getattr(counters, new.value) + 1)
         if new is ConnectionState.OPEN and counters.open > counters.peak_open:
             counters.peak_open = counters.open  # at each open: no connection is too short-lived to count
-
-
-def _aborted_at_stop() -> ConnectAborted:
-    # No duration in the message: Locust groups failures by message, and the attempt's
-    # response time (from its start to its end) is the one duration it has.
-    return ConnectAborted("the run stopped before the upgrade finished (connect aborted at stop)")
-
-
-def _returning_errors(call: Any, options: dict[str, Any]) -> BaseException | None:
-    """Run ``call(**options)`` in a greenlet and return its exception: gevent would print it."""
-    try:
-        call(**options)
-    except Exception as exc:  # noqa: BLE001 - handed to the waiting greenlet, which raises it
-        return exc
-    return None
