@@ -6,8 +6,11 @@ caller's clock), so that the tests can drive it with plain numbers. The user lay
 (:mod:`wslocust.user.websocket_user`) sends, sleeps, wakes and fires Locust's events; this module
 only keeps the books:
 
-- the requests waiting for a reply, by correlation key (``reply_key``), several possibly waiting on
-  one key, answered oldest first;
+- the requests waiting for a reply, in two tables answered oldest first, several possibly waiting on
+  one key: echoes by their payload (an echo's reply is its payload back, whatever ``reply_key``
+  does), the :meth:`~wslocust.user.websocket_user.WebSocketUser.request` calls by their ``match``,
+  which the received message's ``reply_key`` must equal. A message answers an echo first; only a
+  message that answers no echo is asked its ``reply_key``;
 - the numbered default payloads (``"<sequence>:xxx..."``) and their integrity on one connection:
   replies out of order, late (their request had already timed out) or duplicated;
 - every ``replies_*`` counter of :class:`~wslocust.run.counters.WsCounters`.
@@ -30,11 +33,15 @@ TIMED_OUT_REMEMBERED = 10_000
 class Pending:
     """A request waiting for its reply."""
 
-    __slots__ = ("blocking", "done", "key", "later", "name", "reply", "scheduled_at", "sequence", "waiter")
+    __slots__ = ("blocking", "done", "echo", "key", "later", "name", "reply", "scheduled_at", "sequence", "waiter")
 
-    def __init__(self, key: Hashable, name: str, scheduled_at: float, blocking: bool, sequence: int) -> None:
+    def __init__(
+        self, key: Hashable, name: str, scheduled_at: float, blocking: bool, sequence: int, echo: bool = False
+    ) -> None:
         self.key = key
-        """The correlation key its reply must have."""
+        """The correlation key its reply must have: an echo's payload, or a request's ``match``."""
+        self.echo = echo
+        """An echo (answered by its payload coming back), not a request (answered by ``reply_key``)."""
         self.name = name
         """The request's name in Locust's statistics."""
         self.scheduled_at = scheduled_at
@@ -65,9 +72,11 @@ class Correlator:
 
     def __init__(self, counters: WsCounters, remembered: int = TIMED_OUT_REMEMBERED) -> None:
         self.counters = counters
-        self.pending: dict[Hashable, Pending] = {}
-        """The oldest request waiting on each key (the others follow its ``later`` chain), in the
-        order the keys started waiting: the first one is the oldest still waiting."""
+        self.echoes: dict[Hashable, Pending] = {}
+        """The oldest echo waiting on each payload (the others follow its ``later`` chain), in the
+        order the payloads started waiting: the first one is the oldest echo still waiting."""
+        self.requests: dict[Hashable, Pending] = {}
+        """The same for the requests, by their ``match``."""
         self.sequence = 0
         """The number of the last default payload (:meth:`next_payload`)."""
         self._remembered = remembered
@@ -85,15 +94,21 @@ class Correlator:
 
     # Requests ----------------------------------------------------------------
 
-    def add(self, key: Hashable, name: str, scheduled_at: float, blocking: bool, sequence: int = 0) -> Pending:
+    def add(
+        self, key: Hashable, name: str, scheduled_at: float, blocking: bool, sequence: int = 0, echo: bool = False
+    ) -> Pending:
         """
-        Start waiting for the reply to a request, after the requests already waiting on ``key``.
+        Start waiting for the reply to a request, after the requests of its kind already waiting on ``key``.
+
+        Args:
+            key: an echo's payload, or a request's ``match``.
+            echo: an echo (see :meth:`match_echo`), else a request (see :meth:`match`).
 
         Raises:
             TypeError: ``key`` is not hashable.
         """
-        pending = Pending(key, name, scheduled_at, blocking, sequence)
-        pendings = self.pending
+        pending = Pending(key, name, scheduled_at, blocking, sequence, echo)
+        pendings = self.echoes if echo else self.requests
         first = pendings.get(key)
         if first is None:
             pendings[key] = pending
@@ -105,7 +120,7 @@ class Correlator:
 
     def forget(self, pending: Pending) -> bool:
         """Stop waiting for ``pending`` without counting it; False if it was already answered or failed."""
-        pendings = self.pending
+        pendings = self.echoes if pending.echo else self.requests
         first = pendings.get(pending.key)
         if first is None:
             return False
@@ -144,31 +159,45 @@ class Correlator:
         """
         Time out the requests nobody waits for that are ``timeout`` seconds overdue at ``now``.
 
-        Oldest first, stopping at the first one that is not overdue or that a caller waits for
-        (it times itself out). Returns those timed out, for the caller to record as failures.
+        Echoes, then requests, each oldest first, stopping at the first one that is not overdue or
+        that a caller waits for (it times itself out). Returns those timed out, for the caller to
+        record as failures.
         """
-        pendings = self.pending
         expired = []
-        while pendings:
-            oldest = next(iter(pendings.values()))
-            if now - oldest.scheduled_at < timeout or oldest.blocking:
-                break
-            self.time_out(oldest)
-            expired.append(oldest)
+        for pendings in (self.echoes, self.requests):
+            while pendings:
+                oldest = next(iter(pendings.values()))
+                if now - oldest.scheduled_at < timeout or oldest.blocking:
+                    break
+                self.time_out(oldest)
+                expired.append(oldest)
         return expired
+
+    def waiting(self) -> bool:
+        """True while an echo or a request waits for its reply."""
+        return bool(self.echoes or self.requests)
 
     # Replies -----------------------------------------------------------------
 
-    def match(self, key: Hashable, reply: Any) -> Pending | None:
+    def match_echo(self, message: str | bytes) -> Pending | None:
         """
-        Answer the oldest request waiting on ``key`` with ``reply``; None if none waits.
+        Answer the oldest echo of ``message`` with it; None if no echo of it waits.
 
         Counts the reply as out of order when a later numbered payload was answered before it.
+        """
+        return self._answer(self.echoes, message, message)
+
+    def match(self, key: Hashable, reply: Any) -> Pending | None:
+        """
+        Answer the oldest request waiting on ``key`` (the ``reply_key`` of ``reply``) with ``reply``;
+        None if none waits. Echoes are not looked at: see :meth:`match_echo`.
 
         Raises:
             TypeError: ``key`` is not hashable.
         """
-        pendings = self.pending
+        return self._answer(self.requests, key, reply)
+
+    def _answer(self, pendings: dict[Hashable, Pending], key: Hashable, reply: Any) -> Pending | None:
         pending = pendings.pop(key, None)
         if pending is None:
             return None
@@ -220,7 +249,7 @@ class Correlator:
         Returns them, oldest first on each key, for the caller to record and wake.
         """
         lost = list(self)
-        self.pending = {}
+        self.echoes, self.requests = {}, {}
         self.counters.replies_lost += len(lost)
         for pending in lost:
             pending.done = True
@@ -229,14 +258,15 @@ class Correlator:
     def discard_all(self) -> int:
         """The user stopped: forget every pending request, counted in ``replies_in_flight_at_stop``; return how many."""
         in_flight = sum(1 for _ in self)
-        self.pending = {}
+        self.echoes, self.requests = {}, {}
         self.counters.replies_in_flight_at_stop += in_flight
         return in_flight
 
     def __iter__(self) -> Iterator[Pending]:
-        """Every pending request, key by key, oldest first on each key."""
-        for first in self.pending.values():
-            pending: Pending | None = first
-            while pending is not None:
-                yield pending
-                pending = pending.later
+        """Every pending echo, then every pending request, key by key, oldest first on each key."""
+        for pendings in (self.echoes, self.requests):
+            for first in pendings.values():
+                pending: Pending | None = first
+                while pending is not None:
+                    yield pending
+                    pending = pending.later

@@ -49,6 +49,7 @@ class Messaging:
     _holding: bool
     _stopping: bool
     _retiring: bool
+    _receivers: list[Any]
 
     if TYPE_CHECKING:
 
@@ -64,6 +65,8 @@ class Messaging:
 
         def _report_user_error(self, exception: Exception) -> None: ...
 
+        def _offer_to_receivers(self, message: str | bytes, received_at: float, size: int) -> bool: ...  # Receiving
+
     # Waiting for a reply -------------------------------------------------------
 
     _reply_timer: Any = None
@@ -71,9 +74,9 @@ class Messaging:
     _reply_timer_limit = 0.0
 
     def _round_trip(
-        self, payload: str | bytes, match: Hashable, name: str, timeout: float | None, sequence: int
+        self, payload: str | bytes, match: Hashable, name: str, timeout: float | None, sequence: int, echo: bool
     ) -> Any:
-        pending = self._start_request(payload, match, name, perf_counter(), True, sequence)
+        pending = self._start_request(payload, match, name, perf_counter(), True, sequence, echo=echo)
         if pending is None:
             return None
         limit = self.reply_timeout if timeout is None else timeout
@@ -132,9 +135,10 @@ class Messaging:
         blocking: bool,
         sequence: int = 0,
         block: bool = True,
+        echo: bool = False,
     ) -> Pending | None:
         """
-        Send a request and start waiting for its reply; None if it was not sent.
+        Send a request (an echo: ``match`` is its payload) and start waiting for its reply; None if it was not sent.
 
         A message refused by a closing connection (the server's close frame came, or we failed the
         connection, and TCP has not ended yet) was never sent: it is not counted as sent, nor lost,
@@ -145,7 +149,7 @@ class Messaging:
         connection = self._connection_for_send(name, block)
         correlator = self._correlator
         while connection is not None:
-            pending = correlator.add(match, name, scheduled_at, blocking, sequence)
+            pending = correlator.add(match, name, scheduled_at, blocking, sequence, echo)
             try:
                 if type(payload) is str:
                     connection.send_text(payload, block=block)
@@ -204,29 +208,34 @@ class Messaging:
         size = payload_size(message)
         counters.bytes_received += size
         correlator = self._correlator
-        if correlator.pending:
+        # An echo's reply is its own payload back, whatever reply_key says; only a message that
+        # answers no echo is asked its reply_key (which may parse it) for the requests.
+        pending = correlator.match_echo(message) if correlator.echoes else None
+        if pending is None and correlator.requests:
             try:
                 pending = correlator.match(self.reply_key(message), message)
             except Exception:  # noqa: BLE001 - a message reply_key cannot parse is a server push
                 pending = None
-            if pending is not None:
-                self._fire(
-                    request_type="WS",
-                    name=pending.name,
-                    response_time=(received_at - pending.scheduled_at) * 1000,
-                    response_length=size,
-                    exception=None,
-                    context={},
-                )
-                if pending.blocking:
-                    self._wake_soon(pending)
-                elif self._holding and self.in_flight > 0 and not self._retiring:
-                    self._fill_window()  # closed loop: the next one leaves at once
-                if not correlator.pending and (self._stopping or self._retiring):
-                    self._drained.set()
-                return
+        if pending is not None:
+            self._fire(
+                request_type="WS",
+                name=pending.name,
+                response_time=(received_at - pending.scheduled_at) * 1000,
+                response_length=size,
+                exception=None,
+                context={},
+            )
+            if pending.blocking:
+                self._wake_soon(pending)
+            elif self._holding and self.in_flight > 0 and not self._retiring:
+                self._fill_window()  # closed loop: the next one leaves at once
+            if (self._stopping or self._retiring) and not correlator.waiting():
+                self._drained.set()
+            return
         if correlator.count_late_or_duplicate(message, self.message_size):
             return
+        if self._receivers and self._offer_to_receivers(message, received_at, size):
+            return  # taken by a receive() call: timed as its request, not a push
         counters.unsolicited_received += 1
         time_push(self, message, received_at, size)  # type: ignore[arg-type]  # the user's push_sent_at hook
         try:

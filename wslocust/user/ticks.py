@@ -56,7 +56,7 @@ class PeriodicMessages(Messaging):
             self._next_tick = perf_counter() + random.uniform(0, interval or 3600.0)
 
     def _message_interval(self) -> float:
-        return self._unscaled_message_interval() * settings.time_scale(self.environment)
+        return self._unscaled_message_interval() * settings.message_time_scale(self.environment)
 
     def _unscaled_message_interval(self) -> float:
         configured = settings.message_interval(self.environment)
@@ -168,18 +168,18 @@ class PeriodicMessages(Messaging):
         else:
             # Within the event loop's timer granularity of the tick: time the server, not the timer.
             scheduled_at = sent_at
-        self._start_request(payload, payload, "echo", scheduled_at, False, correlator.sequence, block=False)
+        self._start_request(payload, payload, "echo", scheduled_at, False, correlator.sequence, block=False, echo=True)
         return interval == self._interval
 
     def _fill_window(self) -> None:
         """Send echoes until ``in_flight`` are waiting (never blocks)."""
         correlator = self._correlator
-        while len(correlator.pending) < self.in_flight and self.state is ConnectionState.OPEN and not self._stopping:
+        while len(correlator.echoes) < self.in_flight and self.state is ConnectionState.OPEN and not self._stopping:
             payload = correlator.next_payload(self.message_size)
-            if (
-                self._start_request(payload, payload, "echo", perf_counter(), False, correlator.sequence, block=False)
-                is None
-            ):
+            sent = self._start_request(
+                payload, payload, "echo", perf_counter(), False, correlator.sequence, block=False, echo=True
+            )
+            if sent is None:
                 return
 
     def _expire_overdue(self, now: float) -> None:

@@ -13,14 +13,19 @@ ping       ping to pong round trip (when ``ping_interval`` is set)
 disconnect the server or the network closed the connection (failure only)
 push       delivery of a server push that carries its send time, from that time to its
            arrival (see :meth:`~WebSocketUser.push_sent_at`)
+receive    a :meth:`~WebSocketUser.receive` call (or the ``name`` it was given), from the call to
+           the arrival of the message it waited for
 send       a plain :meth:`~WebSocketUser.send` that could not be sent
            (failure only; successful sends are counted, not timed)
 ========== =================================================================
 
 The class is the public API (settings, :meth:`~WebSocketUser.send`, :meth:`~WebSocketUser.echo`,
-:meth:`~WebSocketUser.request`, the hooks) and Locust's entry points; its parts live beside it:
+:meth:`~WebSocketUser.request`, :meth:`~WebSocketUser.receive`, the hooks) and Locust's entry points;
+its parts live beside it:
 
 - :mod:`wslocust.user.keeper`: connect, reconnect with backoff, churn, stop;
+- :mod:`wslocust.user.connecting`: one connection attempt and its ``connect_headers`` hook;
+- :mod:`wslocust.user.receiving`: :meth:`~WebSocketUser.receive`, waiting for a particular message;
 - :mod:`wslocust.user.pings`: client pings, each pong timed;
 - :mod:`wslocust.user.messaging`: sending, waiting for replies, dispatching received messages;
 - :mod:`wslocust.user.correlation`: which reply answers which request, and what came back wrong (no I/O);
@@ -47,6 +52,7 @@ from wslocust.transport.connection import Connection
 from wslocust.user.correlation import Correlator
 from wslocust.user.keeper import ConnectionKeeper
 from wslocust.user.pushes import sent_at_field
+from wslocust.user.receiving import Receiving
 from wslocust.user.state import ConnectionState
 
 if TYPE_CHECKING:
@@ -57,7 +63,7 @@ __all__ = ["ConnectionState", "WebSocketUser"]
 logger = logging.getLogger(__name__)
 
 
-class WebSocketUser(ConnectionKeeper, SessionUser):
+class WebSocketUser(ConnectionKeeper, Receiving, SessionUser):
     """
     A Locust user that holds one WebSocket connection to ``host``.
 
@@ -66,7 +72,7 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
     jitter. A user without tasks just holds the connection and sends one
     message every ``message_interval`` seconds on an open-loop schedule, as
     the original Node.js suite does; define ``@task`` methods to script other
-    traffic with :meth:`send`, :meth:`echo` and :meth:`request`.
+    traffic with :meth:`send`, :meth:`echo`, :meth:`request` and :meth:`receive`.
 
     Example::
 
@@ -194,6 +200,7 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
         self._stopping = False
         self._session: gevent.Greenlet | None = None
         self._pongs: dict[bytes, tuple[float, gevent.event.AsyncResult]] = {}  # ping data -> (sent at, pong)
+        self._receivers = []  # receive() calls waiting
         self._hub = gevent.get_hub()
         self._counters_state(None, ConnectionState.CONNECTING)
         self._holding = self.tasks == [WebSocketUser._hold_connection]
@@ -210,8 +217,9 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
 
     def on_message(self, message: str | bytes) -> None:
         """
-        Called with each message that answers no pending request (a server push).
-        It is already counted; override to react. Runs in the receiving greenlet: don't block.
+        Called with each message that answers no pending request and that no :meth:`receive` call
+        took (a server push). It is already counted; override to react. Runs in the receiving
+        greenlet: don't block.
         """
 
     def push_sent_at(self, message: str | bytes) -> float | None:
@@ -219,7 +227,7 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
         Return when the server (or the peer it relays) sent a pushed message, as that sender's
         ``time.time()`` in seconds, or None if the message does not say.
 
-        Called with each message that answers no pending request, before :meth:`on_message`;
+        Called with each message that answers no pending request (nor :meth:`receive`), before :meth:`on_message`;
         a time makes the push's delivery latency a ``push`` request. The default reads the
         ``"sent_at"`` number of a JSON object, which the reference server's broadcasts carry;
         a server that stamps its pushes elsewhere gets its own override, e.g.
@@ -238,7 +246,9 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
         Return the correlation key of a received message, matched against the
         ``match`` of pending :meth:`request` calls. The default suits echo
         servers: the message itself. A JSON-RPC user would return its ``id``.
-        An exception here makes the message unsolicited.
+        An exception here makes the message unsolicited. :meth:`echo` does not
+        use it: a message that is the payload of a pending echo answers that echo
+        first, and only the other messages are passed here.
         """
         return message
 
@@ -271,6 +281,8 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
         """
         Send a message to an echo server and wait for it to come back.
 
+        The reply is the first message equal to the payload, whatever :meth:`reply_key` does.
+
         Args:
             payload: the message; by default ``message_size`` bytes of text
                 that start with a per-user sequence number, so that many
@@ -284,8 +296,8 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
         if payload is None:
             correlator = self._correlator
             payload = correlator.next_payload(self.message_size)
-            return self._round_trip(payload, payload, name, timeout, correlator.sequence)
-        return self._round_trip(payload, payload, name, timeout, 0)
+            return self._round_trip(payload, payload, name, timeout, correlator.sequence, echo=True)
+        return self._round_trip(payload, payload, name, timeout, 0, echo=True)
 
     def request(
         self, payload: str | bytes, match: Hashable, name: str = "request", timeout: float | None = None
@@ -300,7 +312,7 @@ class WebSocketUser(ConnectionKeeper, SessionUser):
         Returns:
             The reply, or None if it failed (the failure is recorded).
         """
-        return self._round_trip(payload, match, name, timeout, 0)
+        return self._round_trip(payload, match, name, timeout, 0, echo=False)
 
     # Users without tasks -----------------------------------------------------
 
