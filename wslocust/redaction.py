@@ -87,18 +87,25 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> li
 # Known secrets and concealed targets ----------------------------------------
 
 _secrets: set[str] = set()
+_longest_first: list[str] = []
+"""The secrets, longest first (a secret inside a longer one must not break it up): sorted once per new secret,
+not at every redaction, since a ``connect_headers`` hook may register a token at every reconnect."""
 _targets: dict[str, str] = {}
 """Concealed form -> real URL."""
 
 
 def register_secret(value: str) -> None:
     """Remember a secret so that :func:`redact_text` hides it wherever it appears."""
+    new = []
     if len(value) >= _MIN_SECRET_LENGTH:
-        _secrets.add(value)
+        new.append(value)
     # "Bearer abc...": the credential alone may be quoted too.
     scheme, _, credential = value.partition(" ")
     if credential and scheme.isalpha() and len(credential) >= _MIN_SECRET_LENGTH:
-        _secrets.add(credential)
+        new.append(credential)
+    if not _secrets.issuperset(new):
+        _secrets.update(new)
+        _longest_first[:] = sorted(_secrets, key=len, reverse=True)
 
 
 def register_uri_secrets(url: str) -> None:
@@ -166,7 +173,7 @@ def add_concealed_targets(targets: Mapping[str, str]) -> None:
 
 def redact_text(text: str) -> str:
     """Hide every known secret, and the credentials of any URL, in free text."""
-    for secret in sorted(_secrets, key=len, reverse=True):
+    for secret in _longest_first:
         if secret in text:
             text = text.replace(secret, REDACTED)
     if "@" in text:
