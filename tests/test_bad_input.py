@@ -5,9 +5,11 @@ host, a locustfile without users, run through the real ``locust`` command.
 
 Each row of :data:`MATRIX` is one case. Rows with ``tested_in`` are run by the
 named test elsewhere (checked to exist here, so that the table stays true);
-the others run here. A bad value must stop the run at start with its exit code,
-exactly one line on stderr besides Locust's own log lines, naming the option or
-variable, the value and what is valid, and no traceback. A fault that only
+every row with an ``expected`` line runs here. A bad value must stop the run at
+start with exit code 2 and exactly one line on stderr besides Locust's own log
+lines, in wslocust's one style whoever checked the value (wslocust, argparse or
+configargparse): ``wslocust: OPTION: what is wrong; what is valid``, naming the
+option or variable and the value, and no traceback. A fault that only
 shows when connecting (an unresolvable host) is a categorised failure instead:
 one row of Locust's error report.
 """
@@ -67,14 +69,11 @@ class Case:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     expected: str = ""
-    """The error line holds this (the option or variable, the value, what is valid)."""
+    """The error line starts with this, after ``wslocust: `` (the option or variable, the value, what is valid)."""
     exit_code: int = 2
     locustfile: str = "locustfiles/echo.py"
     tested_in: str = ""
-    """``tests/FILE.py::TEST`` when another test runs this case."""
-
-
-ARGPARSE = "error: argument"  # argparse's prefix for a bad option type: "<prog>: error: argument --x: ..."
+    """``tests/FILE.py::TEST`` when another test runs this case (too, if it has an ``expected`` line)."""
 
 MATRIX = [
     # Scenario options (settings.py): the command line and the environment.
@@ -82,7 +81,8 @@ MATRIX = [
          expected="TARGET_CONNECTIONS / --ws-target-connections: '1.5' is not a whole number of connections >= 1"),
     Case("target-connections-word", TARGET, {"TARGET_CONNECTIONS": "many"},
          expected="TARGET_CONNECTIONS / --ws-target-connections: 'many' is not a whole number of connections >= 1"),
-    Case("target-connections-zero", env={"TARGET_CONNECTIONS": "0"},
+    Case("target-connections-zero", TARGET, {"TARGET_CONNECTIONS": "0"},
+         expected="TARGET_CONNECTIONS / --ws-target-connections: '0' is not a whole number of connections >= 1",
          tested_in="tests/test_scenario_settings.py::test_a_bad_value_stops_at_start_with_one_line_naming_the_variable_the_value_and_what_is_valid"),
     Case("ramp-up-negative", [*TARGET, "--ws-ramp-up-time", "-1"],
          expected="RAMP_UP_TIME / --ws-ramp-up-time: '-1' is not a number of milliseconds >= 0"),
@@ -100,17 +100,26 @@ MATRIX = [
          expected="WS_TIME_SCALE / --ws-time-scale: 'nan' is not a time scale > 0"),
     Case("time-scale-zero", TARGET, {"WS_TIME_SCALE": "0"},
          expected="WS_TIME_SCALE / --ws-time-scale: '0' is not a time scale > 0"),
+    Case("time-scale-messages-word", [*TARGET, "--ws-time-scale-messages", "fast"],
+         expected="WS_TIME_SCALE_MESSAGES / --ws-time-scale-messages: 'fast' is not real (each connection"),
+    Case("time-scale-messages-number", TARGET, {"WS_TIME_SCALE_MESSAGES": "0.5"},
+         expected="WS_TIME_SCALE_MESSAGES / --ws-time-scale-messages: '0.5' is not real (each connection"),
+    Case("time-scale-messages-missing", [*TARGET, "--ws-time-scale-messages"],
+         expected="WS_TIME_SCALE_MESSAGES / --ws-time-scale-messages: no value; give one"),
     Case("workers-word", TARGET, {"WORKERS": "two"},
          expected="WORKERS / --processes: 'two' is not a whole number of worker processes >= 1"),
-    Case("workers-negative", env={"WORKERS": "-2"},
+    Case("workers-negative", TARGET, {"WORKERS": "-2"},
+         expected="WORKERS / --processes: '-2' is not a whole number of worker processes >= 1",
          tested_in="tests/test_scenario_settings.py::test_a_bad_value_on_the_real_command_line_exits_2_without_a_traceback"),
     # Message interval (plugin.py).
     Case("message-interval-infinite", [*TARGET, "--ws-message-interval", "inf"],
          expected="MESSAGE_INTERVAL / --ws-message-interval: 'inf' is not a number of milliseconds >= 0"),
-    Case("message-interval-env", env={"MESSAGE_INTERVAL": "abc / -5 / nan"},
+    Case("message-interval-env", TARGET, {"MESSAGE_INTERVAL": "abc"},
+         expected="MESSAGE_INTERVAL / --ws-message-interval: 'abc' is not a number of milliseconds >= 0",
          tested_in="tests/test_locust_runs.py::test_a_bad_message_interval_names_the_variable_and_what_is_valid"),
     # Thresholds (thresholds.py).
-    Case("thresholds-syntax", ["--ws-thresholds", "echo.p95 100ms"],
+    Case("thresholds-syntax", [*TARGET, "--ws-thresholds", "echo.p95 100ms"],
+         expected="WS_THRESHOLDS / --ws-thresholds: 'echo.p95 100ms' is not METRIC<VALUE (operators <, <=, >, >=;",
          tested_in="tests/test_live_runs.py::test_a_malformed_threshold_stops_the_run_at_start_with_one_line"),
     Case("thresholds-unit", [*TARGET, "--ws-thresholds", "echo.p95<100parsecs"],
          expected="WS_THRESHOLDS / --ws-thresholds: 'echo.p95<100parsecs': unit 'parsecs' does not fit echo.p95 "
@@ -118,11 +127,14 @@ MATRIX = [
     Case("thresholds-env-rate", TARGET, {"WS_THRESHOLDS": "error_rate<lots"},
          expected="WS_THRESHOLDS / --ws-thresholds: 'error_rate<lots'"),
     Case("thresholds-abort-word", TARGET, {"WS_THRESHOLDS_ABORT": "maybe"},
-         expected="Unexpected value for WS_THRESHOLDS_ABORT: 'maybe'. Expecting 'true', 'false', 'yes', 'no'"),
+         expected="WS_THRESHOLDS_ABORT / --ws-thresholds-abort: 'maybe' is not a yes/no value; "
+                  "use true, false, yes, no, on, off, 1 or 0"),
     # Source addresses (addresses.py, distributed.py).
-    Case("source-addresses-syntax", ["--ws-source-addresses", "127.0.0.300"],
+    Case("source-addresses-syntax", [*TARGET, "--ws-source-addresses", "127.0.0.300"],
+         expected="WS_SOURCE_ADDRESSES / --ws-source-addresses: '127.0.0.300' is not an IP address; use addresses",
          tested_in="tests/test_addresses.py::test_bad_source_addresses_stop_the_run_with_one_line"),
-    Case("source-addresses-not-local", env={"WS_SOURCE_ADDRESSES": "192.0.2.1"},
+    Case("source-addresses-not-local", TARGET, {"WS_SOURCE_ADDRESSES": "192.0.2.1"},
+         expected="WS_SOURCE_ADDRESSES / --ws-source-addresses: '192.0.2.1' is not an address of this host",
          tested_in="tests/test_addresses.py::test_bad_source_addresses_stop_the_run_with_one_line"),
     Case("source-addresses-reversed", TARGET, {"WS_SOURCE_ADDRESSES": "127.0.0.5-127.0.0.1"},
          expected="WS_SOURCE_ADDRESSES / --ws-source-addresses: '127.0.0.5-127.0.0.1' is not an address range "
@@ -134,49 +146,51 @@ MATRIX = [
          expected="WS_EMBEDDED_PORT / --ws-embedded-port: 'any' is not a port (0-65535)"),
     # TLS files (tls.py, target.py): checked at start, named by where they were given.
     Case("tls-ca-file-missing", [*TARGET, "--ws-tls-ca-file", "/nonexistent/ca.pem"],
-         expected="wslocust: WS_TLS_CA_FILE / --ws-tls-ca-file: '/nonexistent/ca.pem' does not exist"),
+         expected="WS_TLS_CA_FILE / --ws-tls-ca-file: '/nonexistent/ca.pem' does not exist"),
     Case("tls-ca-file-env-not-pem", TARGET, {"WS_TLS_CA_FILE": "README.md"},
-         expected="wslocust: WS_TLS_CA_FILE / --ws-tls-ca-file: 'README.md' holds no PEM certificate"),
+         expected="WS_TLS_CA_FILE / --ws-tls-ca-file: 'README.md' holds no PEM certificate"),
     Case("tls-cert-file-not-pem", [*TARGET, "--ws-tls-cert-file", "README.md"],
-         expected="wslocust: WS_TLS_CERT_FILE / --ws-tls-cert-file: 'README.md' holds no PEM certificate"),
+         expected="WS_TLS_CERT_FILE / --ws-tls-cert-file: 'README.md' holds no PEM certificate"),
     Case("tls-cert-file-env-missing", TARGET, {"WS_TLS_CERT_FILE": "/nonexistent/client.pem"},
-         expected="wslocust: WS_TLS_CERT_FILE / --ws-tls-cert-file: '/nonexistent/client.pem' does not exist"),
+         expected="WS_TLS_CERT_FILE / --ws-tls-cert-file: '/nonexistent/client.pem' does not exist"),
     Case("tls-key-file-without-certificate", [*TARGET, "--ws-tls-key-file", "README.md"],
-         expected="wslocust: WS_TLS_KEY_FILE / --ws-tls-key-file: 'README.md' is given without its certificate"),
+         expected="WS_TLS_KEY_FILE / --ws-tls-key-file: 'README.md' is given without its certificate"),
     Case("tls-key-file-env-not-the-certificates", env={"WS_TLS_KEY_FILE": "other.key"},
          tested_in="tests/test_tls_options.py::test_a_key_that_is_not_the_certificates_stops_the_run_at_start_naming_it"),
     Case("class-tls-ca-file-not-pem", locustfile="class-tls-ca-file",
-         expected="wslocust: Chat.tls_ca_file: 'README.md' holds no PEM certificate"),
+         expected="Chat.tls_ca_file: 'README.md' holds no PEM certificate"),
     # Target URLs (uri.py, target.py).
     Case("host-http", ["--host", "http://127.0.0.1:3003/ws"],
+         expected="--host: 'http://127.0.0.1:3003/ws' is not a WebSocket URL (http://); use ws://host[:port]/path",
          tested_in="tests/test_locust_runs.py::test_a_bad_url_stops_the_run_with_one_clear_line"),
     Case("host-port-and-no-host", ["--host", "ws://127.0.0.1:99999/ws / ws:///ws"],
          tested_in="tests/test_locust_runs.py::test_a_bad_url_stops_the_run_with_one_clear_line"),
     Case("host-ftp", ["--host", "ftp://127.0.0.1/ws"],
-         expected="wslocust: --host: 'ftp://127.0.0.1/ws' is not a WebSocket URL (ftp://); "
+         expected="--host: 'ftp://127.0.0.1/ws' is not a WebSocket URL (ftp://); "
                   "use ws://host[:port]/path or wss://host[:port]/path"),
     Case("host-no-scheme", ["--host", "localhost:3003"],
-         expected="wslocust: --host: 'localhost:3003' is not a WebSocket URL (no scheme); use ws://host[:port]/path"),
+         expected="--host: 'localhost:3003' is not a WebSocket URL (no scheme); use ws://host[:port]/path"),
     Case("host-broken-ipv6", ["--host", "ws://[::1/ws"],
-         expected="wslocust: --host: 'ws://[::1/ws' has a malformed [IPv6] host; use ws://[::1]:port/path"),
+         expected="--host: 'ws://[::1/ws' has a malformed [IPv6] host; use ws://[::1]:port/path"),
     Case("host-space", ["--host", "ws://127.0.0.1:1/a b"],
-         expected="wslocust: --host: 'ws://127.0.0.1:1/a b' has spaces or non-ASCII characters in its path or query; "
+         expected="--host: 'ws://127.0.0.1:1/a b' has spaces or non-ASCII characters in its path or query; "
                   "percent-encode them"),
     Case("host-credentials-redacted", ["--host", "wss://user:pw@127.0.0.1:0/ws?token=t0ken"],
-         expected="wslocust: --host: 'wss://***@127.0.0.1:0/ws?token=***' has port 0; use a number from 1 to 65535"),
+         expected="--host: 'wss://***@127.0.0.1:0/ws?token=***' has port 0; use a number from 1 to 65535"),
     Case("ws-server-url-ftp", env={"WS_SERVER_URL": "ftp://example/ws"},
+         expected="WS_SERVER_URL: 'ftp://example/ws' is not a WebSocket URL (ftp://); use ws://host[:port]/path",
          tested_in="tests/test_locust_runs.py::test_a_bad_url_in_ws_server_url_names_the_variable"),
     Case("ws-server-url-empty-host", env={"WS_SERVER_URL": "wss://"},
-         expected="wslocust: WS_SERVER_URL: 'wss://' has no host; use ws://host[:port]/path"),
+         expected="WS_SERVER_URL: 'wss://' has no host; use ws://host[:port]/path"),
     # Locustfiles.
     Case("class-host-http", locustfile="class-host",
-         expected="wslocust: Chat.host: 'http://127.0.0.1:1/ws' is not a WebSocket URL (http://)"),
+         expected="Chat.host: 'http://127.0.0.1:1/ws' is not a WebSocket URL (http://)"),
     Case("class-proxy-socks", locustfile="class-proxy",
-         expected="wslocust: Chat.proxy: proxy 'socks5://127.0.0.1:1080' is not valid; use http://[user:password@]host:port"),
+         expected="Chat.proxy: proxy 'socks5://127.0.0.1:1080' is not valid; use http://[user:password@]host:port"),
     Case("class-extensions-header", locustfile="class-extensions-header",
-         expected="wslocust: Chat: header Sec-WebSocket-Extensions is set by the WebSocket handshake"),
+         expected="Chat: header Sec-WebSocket-Extensions is set by the WebSocket handshake"),
     Case("class-subprotocol-space", locustfile="class-subprotocol",
-         expected="wslocust: Chat: invalid subprotocol: 'chat v2'"),
+         expected="Chat: invalid subprotocol: 'chat v2'"),
     Case("no-user-class", ["--host", "ws://127.0.0.1:1/ws"], locustfile="no-user", exit_code=1,
          expected="No User class found!"),
     # A host that does not resolve: not an error of the input's form, but a failure of each connect.
@@ -184,7 +198,7 @@ MATRIX = [
          expected="WS connect: DNSError('DNS lookup failed for no-such-host.invalid')"),
 ]  # fmt: skip
 
-RUN_HERE = [case for case in MATRIX if not case.tested_in]
+RUN_HERE = [case for case in MATRIX if case.expected]
 
 
 def test_the_matrix_covers_every_option_and_variable_and_its_other_rows_exist():
@@ -195,7 +209,7 @@ def test_the_matrix_covers_every_option_and_variable_and_its_other_rows_exist():
         "--ws-message-interval", "MESSAGE_INTERVAL", "--ws-thresholds", "WS_THRESHOLDS", "WS_THRESHOLDS_ABORT",
         "--ws-source-addresses", "WS_SOURCE_ADDRESSES", "--host", "WS_SERVER_URL", "--ws-embedded-port",
         "WS_EMBEDDED_PORT", "--ws-tls-ca-file", "WS_TLS_CA_FILE", "--ws-tls-cert-file", "WS_TLS_CERT_FILE",
-        "--ws-tls-key-file", "WS_TLS_KEY_FILE",
+        "--ws-tls-key-file", "WS_TLS_KEY_FILE", "--ws-time-scale-messages", "WS_TIME_SCALE_MESSAGES",
     ):  # fmt: skip
         assert re.search(rf"(^|\s){re.escape(name)}(\s|$)", text), f"no bad-input case for {name}"
     assert len({case.id for case in MATRIX}) == len(MATRIX)
@@ -234,7 +248,10 @@ def test_bad_input(case, tmp_path):
         return
     lines = [line for line in stderr.splitlines() if line.strip() and not _LOG_LINE.match(line)]
     assert len(lines) == 1, stderr[-3000:]
-    assert case.expected in lines[0], lines[0]
+    if case.exit_code == 2:  # a bad input: wslocust's one style, whoever checked it
+        assert lines[0].startswith(f"wslocust: {case.expected}"), lines[0]
+    else:
+        assert case.expected in lines[0], lines[0]
 
 
 # TLS ---------------------------------------------------------------------------------

@@ -16,12 +16,12 @@ import gevent
 import locust.stats
 
 from wslocust.formatting import category_label
-from wslocust.reporting.reports import ROW_COLUMNS, node_rows, nodes_csv
+from wslocust.reporting.reports import ROW_COLUMNS, node_rows
 
 if TYPE_CHECKING:
     from wslocust.reporting.live import Live
 
-__all__ = ["CsvFiles", "write_forever"]
+__all__ = ["CsvFiles", "final_rows", "write_forever"]
 
 
 class CsvFiles:
@@ -39,10 +39,21 @@ class CsvFiles:
         self.history_writer = csv.DictWriter(self.history, ("timestamp", *ROW_COLUMNS))
         self.history_writer.writeheader()
 
-    def write(self, snapshot: dict[str, Any]) -> None:
-        """Rewrite the per-node and error files from ``snapshot``, and append its ``All`` row to the history."""
-        rows = node_rows(snapshot)
-        _rewrite(f"{self.prefix}_websocket.csv", lambda f: f.write(nodes_csv(snapshot)))
+    def write(self, snapshot: dict[str, Any], final: bool = False) -> None:
+        """
+        Rewrite the per-node and error files from ``snapshot``, and append its ``All`` row to the history.
+
+        Args:
+            final: ``snapshot`` is the run's last, taken at quit (see :func:`final_rows`).
+        """
+        rows = final_rows(snapshot) if final else node_rows(snapshot)
+
+        def write_nodes(f: IO[str]) -> None:
+            writer = csv.DictWriter(f, ROW_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+        _rewrite(f"{self.prefix}_websocket.csv", write_nodes)
         errors = snapshot["aggregate"]["errors"]
 
         def write_errors(f: IO[str]) -> None:
@@ -58,6 +69,23 @@ class CsvFiles:
     def close(self) -> None:
         """Close the history file (after the last :meth:`write`)."""
         self.history.close()
+
+
+def final_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """
+    :func:`~wslocust.reporting.reports.node_rows` of the snapshot taken at quit: the ``All`` row's status
+    is ``stopped`` (a master still says ``stopping`` then), and in a distributed run, whose workers have
+    gone by then, its host, CPU and memory are their last ones added up, as their own rows show them.
+    """
+    rows = node_rows(snapshot)
+    everything, workers = rows[0], rows[1:]
+    everything["status"] = "stopped"
+    if workers:
+        everything["host"] = ", ".join(sorted({row["host"] for row in workers if row["host"]}))
+        for column in ("cpu_percent", "rss_bytes"):
+            values = [row[column] for row in workers if row[column] != ""]
+            everything[column] = round(sum(values), 1) if values else ""
+    return rows
 
 
 def _rewrite(path: str, write: Callable[[IO[str]], Any]) -> None:

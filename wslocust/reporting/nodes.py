@@ -15,6 +15,7 @@ from wslocust.run.counters import WsCounters
 
 __all__ = [
     "GAUGES",
+    "PER_1K_MINIMUM",
     "RATES",
     "RATE_WINDOW",
     "STALE_AFTER",
@@ -104,9 +105,14 @@ class Node:
         return values
 
 
+PER_1K_MINIMUM = 1000
+"""Fewest open connections for which CPU per 1,000 open is given: below, a process's fixed cost dominates,
+and 100 % per 1K at 100 connections would be a false extrapolation."""
+
+
 def per_1k(cpu: float, open_connections: int) -> float | None:
-    """CPU % per 1,000 open connections, None without any open."""
-    return round(cpu / (open_connections / 1000), 2) if open_connections else None
+    """CPU % per 1,000 open connections; None below :data:`PER_1K_MINIMUM` open."""
+    return round(cpu / (open_connections / 1000), 2) if open_connections >= PER_1K_MINIMUM else None
 
 
 def system_view(system: SystemSample | None, open_connections: int) -> dict[str, Any] | None:

@@ -29,12 +29,12 @@ from wslocust.formatting import category_label
 from wslocust.integration.secrets import conceal_targets
 from wslocust.reporting import reports, thresholds
 from wslocust.reporting.live import Live
-from wslocust.reporting.nodes import GAUGES, TOTALS
+from wslocust.reporting.nodes import GAUGES, PER_1K_MINIMUM, TOTALS
 
 if TYPE_CHECKING:
     from locust.env import Environment
 
-__all__ = ["TABLES", "TABS", "install", "prometheus_text", "tab_rows"]
+__all__ = ["GROUPED", "NO_ERRORS", "TABLES", "TABS", "install", "prometheus_text", "tab_rows"]
 
 TABS = [
     {"title": "WebSocket", "key": "websocket"},
@@ -56,47 +56,33 @@ TABLES = [
             ("status", "Status"),
             ("users", "Users"),
             ("open", "Open"),
-            ("connecting", "Connecting"),
-            ("reconnecting", "Reconnecting"),
-            ("failed", "Failed"),
+            ("pending", "Connecting · reconnecting · failed"),
             ("closed", "Closed"),
-            ("sent_per_s", "Sent/s"),
-            ("received_per_s", "Received/s"),
-            ("sent", "Sent"),
-            ("received", "Received"),
+            ("per_s", "Messages/s sent · received"),
+            ("messages", "Messages sent · received"),
             ("errors", "Errors"),
-            # replies: timed out, lost on close, late, duplicated, out of order (README, "What is reported")
-            ("timed_out", "Timed out"),
-            ("lost", "Lost"),
-            ("late", "Late"),
-            ("duplicated", "Dup"),
-            ("out_of_order", "Reordered"),
-            ("rtt_p50", "Round trip p50 (ms)"),
-            ("rtt_p95", "p95 (ms)"),
-            ("rtt_p99", "p99 (ms)"),
+            # replies timed out, lost on close, late, duplicated, out of order (README, "What is reported")
+            ("replies", "Replies timed out · lost · late · dup · reordered"),
+            ("round_trip", "Round trip p50 · p95 · p99 (ms)"),
             ("cpu", "CPU %"),
             # the generator's own event loop over the last seconds (wslocust.run.loop_lag)
-            ("loop_lag_p99", "Loop lag p99 (ms)"),
-            ("loop_lag_max", "Loop lag max (ms)"),
+            ("loop_lag", "Loop lag p99 · max (ms)"),
         ),
     },
     {
         "key": "websocket-system",
         "structure": _columns(
             ("node", "Node"),
-            ("host", "Host"),
-            ("pid", "PID"),
-            ("cpu", "CPU %"),
-            ("peak_cpu", "Peak CPU %"),
-            ("cpu_per_1k", "CPU % per 1K open"),
+            ("process", "Host · PID"),
+            ("cpu", "CPU % now · peak"),
+            ("cpu_per_1k", f"CPU % per 1K open (from {PER_1K_MINIMUM:,} open)"),
             ("rss_mb", "Memory (MB)"),
             ("fds", "Open files"),
             ("saturated_s", "Saturated (s)"),
-            ("kb_out", "Payload out (KB/s)"),
-            ("kb_in", "Payload in (KB/s)"),
-            ("host_cpu", "Host CPU %"),
-            ("net_in", "Host net in (MB/s)"),
-            ("net_out", "Host net out (MB/s)"),
+            ("payload", "Payload out · in (KB/s)"),
+            # the whole machine's, every process and interface (loopback too): not this test's alone
+            ("host_cpu", "Host-wide CPU %"),
+            ("host_net", "Host-wide net in · out (MB/s)"),
         ),
     },
     {
@@ -106,13 +92,18 @@ TABLES = [
         ),
     },
 ]
-"""Their tables, in Locust's ``extended_tables`` format."""
+"""Their tables, in Locust's ``extended_tables`` format: grouped columns (``a · b``) that fit 1,280 px."""
+
+NO_ERRORS = {"error": "no errors", "category": "", "count": "", "share": ""}
+"""The errors tab's one row when there are none (rather than a header alone)."""
 
 
 def tab_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     """Locust's ``extended_stats``: the rows of each tab, from a snapshot."""
     nodes = reports.node_rows(snapshot)
     hosts = {host["host"]: host for host in snapshot["hosts"]}
+    # A single process's one row is the run's: it has its host's figures too, as a worker's row has.
+    local_host = snapshot["workers"][0]["host"] if snapshot["mode"] == "local" and snapshot["workers"] else ""
     main, system = [], []
     for row in nodes:
         main.append(
@@ -121,45 +112,37 @@ def tab_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
                 "status": row["status"],
                 "users": row["users"],
                 "open": row["open"],
-                "connecting": row["connecting"],
-                "reconnecting": row["reconnecting"],
-                "failed": row["failed"],
+                "pending": _group(row["connecting"], row["reconnecting"], row["failed"]),
                 "closed": row["closed"],
-                "sent_per_s": _rate(row["messages_sent_per_s"]),
-                "received_per_s": _rate(row["messages_received_per_s"]),
-                "sent": row["messages_sent"],
-                "received": row["messages_received"],
+                "per_s": _group(_rate(row["messages_sent_per_s"]), _rate(row["messages_received_per_s"])),
+                "messages": _group(row["messages_sent"], row["messages_received"]),
                 "errors": row["errors"],
-                "timed_out": row["replies_timed_out"],
-                "lost": row["replies_lost"],
-                "late": row["replies_late"],
-                "duplicated": row["replies_duplicated"],
-                "out_of_order": row["replies_out_of_order"],
-                "rtt_p50": row["round_trip_p50_ms"],
-                "rtt_p95": row["round_trip_p95_ms"],
-                "rtt_p99": row["round_trip_p99_ms"],
+                "replies": _group(
+                    row["replies_timed_out"],
+                    row["replies_lost"],
+                    row["replies_late"],
+                    row["replies_duplicated"],
+                    row["replies_out_of_order"],
+                ),
+                "round_trip": _group(row["round_trip_p50_ms"], row["round_trip_p95_ms"], row["round_trip_p99_ms"]),
                 "cpu": row["cpu_percent"],
-                "loop_lag_p99": row["loop_lag_p99_ms"],
-                "loop_lag_max": row["loop_lag_max_ms"],
+                "loop_lag": _group(_ms(row["loop_lag_p99_ms"]), _ms(row["loop_lag_max_ms"])),
             }
         )
-        host = hosts.get(row["host"], {})
+        host_name = row["host"] or local_host
+        host = hosts.get(host_name, {})
         system.append(
             {
                 "node": row["node"],
-                "host": row["host"],
-                "pid": row["pid"] or "",
-                "cpu": row["cpu_percent"],
-                "peak_cpu": row["peak_cpu_percent"],
+                "process": _group(host_name, str(row["pid"])) if row["pid"] else host_name,
+                "cpu": _group(row["cpu_percent"], row["peak_cpu_percent"]),
                 "cpu_per_1k": row["cpu_percent_per_1k_open"],
                 "rss_mb": _mb(row["rss_bytes"]),
                 "fds": row["open_files"],
                 "saturated_s": row["saturated_seconds"],
-                "kb_out": round(row["bytes_sent_per_s"] / 1000, 1),
-                "kb_in": round(row["bytes_received_per_s"] / 1000, 1),
+                "payload": _group(_kb(row["bytes_sent_per_s"]), _kb(row["bytes_received_per_s"])),
                 "host_cpu": host.get("cpu", ""),
-                "net_in": _mb(host.get("net_in"), 2),
-                "net_out": _mb(host.get("net_out"), 2),
+                "host_net": _group(_mb(host.get("net_in"), 2), _mb(host.get("net_out"), 2)) if host else "",
             }
         )
     errors = snapshot["aggregate"]["errors"]
@@ -176,12 +159,35 @@ def tab_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"key": "websocket", "data": main},
         {"key": "websocket-system", "data": system},
-        {"key": "websocket-errors", "data": error_rows},
+        {"key": "websocket-errors", "data": error_rows or [NO_ERRORS]},
     ]
+
+
+GROUPED = "\u00a0· "
+"""Between the figures of one cell (``a · b``): a narrow table wraps the cell after a dot, never before one."""
+
+
+def _group(*values: Any) -> str:
+    """Several figures in one cell, ``a · b · c`` (a missing one as ``-``), as the column's title names them."""
+    return GROUPED.join(_cell(value) for value in values)
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _rate(value: float) -> float:
     return round(value) if value >= 100 else round(value, 1)
+
+
+def _ms(value: Any) -> Any:
+    return round(value, 2 if value < 10 else 1) if isinstance(value, float) else value
+
+
+def _kb(value: float) -> float:
+    return round(value / 1000, 1)
 
 
 def _mb(value: Any, digits: int = 1) -> float | str:
