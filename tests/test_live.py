@@ -25,6 +25,7 @@ from wslocust.formatting import category_label
 from wslocust.reporting import reports, web
 from wslocust.reporting.errors import classify_error, merge_counts
 from wslocust.reporting.live import Live
+from wslocust.reporting.nodes import PER_1K_MINIMUM, per_1k
 from wslocust.reporting.system import SystemSample
 from wslocust.run.counters import WsCounters
 from wslocust.run.loop_lag import LagFigures
@@ -139,8 +140,9 @@ def test_the_master_adds_up_its_workers_and_takes_rates_on_each_workers_clock(ma
     assert workers["a"]["rates"]["messages_received"] == pytest.approx(100)
     assert aggregate["errors"] == {"refused": 2, "closed_1011": 1}
     assert aggregate["saturated"] is True and aggregate["saturated_workers"] == [workers["b"]["name"]]
-    assert workers["b"]["system"]["cpu_per_1k"] == pytest.approx(95 / 0.02)
-    assert aggregate["system"]["cpu_per_1k"] == pytest.approx((20 + 95) / 0.03)
+    # below 1,000 open connections a per-1K figure would be a false extrapolation: none
+    assert workers["b"]["system"]["cpu_per_1k"] is None and aggregate["system"]["cpu_per_1k"] is None
+    assert per_1k(95, 2000) == pytest.approx(47.5) and per_1k(95, PER_1K_MINIMUM - 1) is None
     assert snapshot["hosts"][0]["host"] == "gen-1" and snapshot["hosts"][0]["processes"] == 2
 
 

@@ -25,15 +25,19 @@ pytestmark = pytest.mark.slow
 
 RUNS = {
     # locustfile: options that make it short (shapes end by themselves; -t bounds the others)
-    "ten_k.py": ["--ws-time-scale", "0.01", "--ws-target-connections", "20"],
+    # ...and, where each connection's real message rate would send next to nothing, scaled intervals
+    "ten_k.py": ["--ws-time-scale", "0.01", "--ws-target-connections", "20", "--ws-time-scale-messages", "scaled"],
     "ramp_up.py": ["--ws-time-scale", "0.05", "--ws-target-connections", "20"],
     "spike.py": ["--ws-time-scale", "0.2", "--ws-target-connections", "20"],
     "wave.py": ["--ws-time-scale", "0.5", "--ws-target-connections", "10"],
     "sustained.py": ["--ws-time-scale", "0.05", "--ws-target-connections", "10", "--ws-message-interval", "100"],
     "churn.py": ["--ws-time-scale", "0.1", "--ws-target-connections", "20"],
     "flash_sale.py": ["--ws-time-scale", "0.005", "--ws-target-connections", "10", "--ws-message-interval", "1000"],
-    "live_event.py": ["--ws-time-scale", "0.0002", "--ws-target-connections", "10"],
-    "iot_network.py": ["--ws-time-scale", "0.00002", "--ws-target-connections", "10", "--ws-message-interval", "300000"],
+    "live_event.py": ["--ws-time-scale", "0.0002", "--ws-target-connections", "10", "--ws-time-scale-messages", "scaled"],
+    "iot_network.py": [
+        "--ws-time-scale", "0.00002", "--ws-target-connections", "10", "--ws-message-interval", "300000",
+        "--ws-time-scale-messages", "scaled",
+    ],
     # The shape makes the server drop every connection (POST /faults) and refuse new ones a while.
     "error_recovery.py": ["--ws-time-scale", "0.1", "--ws-target-connections", "20"],
 }

@@ -51,6 +51,13 @@ BAD_VALUES = {
     "MESSAGE_INTERVAL": ("soon", "is not a number of milliseconds >= 0"),
     "WS_PROFILE": ("huge", "is not a profile (light, medium, heavy, extreme)"),
     "WS_TIME_SCALE": ("0", "is not a time scale > 0 (1 = real time, 0.01 = 100 times faster)"),
+    "WS_TIME_SCALE_MESSAGES": (
+        "fast",
+        (
+            "is not real (each connection sends at the scenario's real rate) or scaled (message intervals "
+            "shrink with the time scale too)"
+        ),
+    ),
 }
 
 
@@ -67,7 +74,7 @@ def parse(monkeypatch, args=(), **env):
 def test_the_readme_documents_every_variable_of_the_suite():
     assert list(VARIABLES) == [
         "WS_SERVER_URL", "WORKERS", "TARGET_CONNECTIONS", "RAMP_UP_TIME", "TEST_DURATION", "MESSAGE_INTERVAL",
-        "WS_PROFILE", "WS_TIME_SCALE",
+        "WS_PROFILE", "WS_TIME_SCALE", "WS_TIME_SCALE_MESSAGES",
     ]  # fmt: skip
     assert set(BAD_VALUES) == set(VARIABLES) - {"WS_SERVER_URL"}  # tested in test_locust_runs.py
 
@@ -119,9 +126,9 @@ def test_the_options_are_fields_of_the_web_ui(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["locust", "-f", "locustfiles/ten_k.py"])
     fields = ui_extra_args_dict(["-f", "locustfiles/ten_k.py"])
     for option in ("ws_target_connections", "ws_ramp_up_time", "ws_test_duration", "ws_message_interval",
-                   "ws_profile", "ws_time_scale"):  # fmt: skip
+                   "ws_profile", "ws_time_scale", "ws_time_scale_messages"):  # fmt: skip
         assert option in fields and fields[option]["help_text"], option
-    assert fields["ws_profile"]["choices"] == list(PROFILES)
+    assert fields["ws_profile"]["choices"] == ["", *PROFILES]  # empty first: Locust preselects the first
 
 
 # Each variable changes a real run as documented
@@ -168,6 +175,7 @@ def test_a_profile_sets_connections_interval_and_duration_but_an_explicit_variab
             "WS_PROFILE": "heavy",  # 10,000 connections, a message every 1 s, for 300 s
             "TARGET_CONNECTIONS": "20",  # wins over the profile's 10,000
             "WS_TIME_SCALE": "0.01",  # 1 s -> 10 ms, 300 s -> 3 s, the 30 s ramp-up -> 0.3 s
+            "WS_TIME_SCALE_MESSAGES": "scaled",  # the message interval too
         })  # fmt: skip
         truth = server.stats()
     run = Run(result, None, truth)
@@ -198,9 +206,8 @@ def test_a_bad_value_on_the_real_command_line_exits_2_without_a_traceback():
     result = locust("ten_k.py", env={"WORKERS": "-2"})
     assert result.returncode == 2
     assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .endswith(" error: WORKERS / --processes: '-2' is not a whole number of worker processes >= 1")
+        result.stderr.strip().splitlines()[-1]
+        == "wslocust: WORKERS / --processes: '-2' is not a whole number of worker processes >= 1"
     )
     assert re.search("Traceback", result.stderr) is None
 

@@ -109,7 +109,7 @@ def test_the_time_scale_shortens_message_intervals_and_lifetimes(server):
         message_interval = 1.0
         connection_lifetime = 10.0
 
-    environment, runner = start_run(Slow, 2, server.url, ws_time_scale="0.01")
+    environment, runner = start_run(Slow, 2, server.url, ws_time_scale="0.01", ws_time_scale_messages="scaled")
     runner.start(2, spawn_rate=ALL_AT_ONCE)
     # 1 s and 10 s at scale 0.01: 100 messages/s and 10 reconnects/s per user
     wait_for(lambda: server.counters.messages_received >= 100 and run_state(environment).counters.reconnects >= 5, timeout=3)

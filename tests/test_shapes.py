@@ -87,8 +87,10 @@ def test_time_scale_compresses_durations_and_intervals_and_speeds_up_spawning():
     assert ticks(shape, [0, 0.599, 0.6, 1.199, 1.2], runner) == [
         (1000, 1000 / 0.6), (1000, 1000 / 0.6), (1000, 1000 / 0.6), (1000, 1000 / 0.6), None,
     ]  # fmt: skip
-    assert shape.plan().intervals == [pytest.approx(0.02)] * 2
+    assert shape.plan().intervals == [1.0] * 2  # by default each connection keeps its real message rate
     assert shape.total_duration == pytest.approx(1.2)
+    shape.runner = run_with(ws_time_scale="0.02", ws_time_scale_messages="scaled")
+    assert shape.plan().intervals == [pytest.approx(0.02)] * 2
 
 
 def test_spike_opens_everything_in_one_step_and_drops_at_the_end():
@@ -274,8 +276,10 @@ def test_message_interval_replaces_every_interval_but_zero():
         stages = (Stage(5, 10, message_interval=0), Stage(5, 10, message_interval=2))
 
     shape = Silent()
-    shape.runner = run_with(ws_message_interval=200.0, ws_time_scale="0.5")
+    shape.runner = run_with(ws_message_interval=200.0, ws_time_scale="0.5", ws_time_scale_messages="scaled")
     assert shape.plan().intervals == [0, pytest.approx(0.1)]
+    shape.runner = run_with(ws_message_interval=200.0, ws_time_scale="0.5")
+    assert shape.plan().intervals == [0, pytest.approx(0.2)]
 
 
 def test_options_from_the_web_ui_arrive_as_strings_and_bad_ones_are_named():
@@ -312,8 +316,8 @@ def test_each_tick_publishes_the_schedule_with_the_shapes_clock():
     published = run_state(runner.environment).schedule
     assert published.origin == shape.start_time
     assert published.at(shape.start_time) == (0, pytest.approx(shape.start_time + 3.0))
-    assert published.at(shape.start_time + 3.0) == (pytest.approx(0.1), pytest.approx(shape.start_time + 6.0))
-    assert published.at(shape.start_time + 100) == (pytest.approx(0.1), math.inf)
+    assert published.at(shape.start_time + 3.0) == (1.0, pytest.approx(shape.start_time + 6.0))  # the real rate
+    assert published.at(shape.start_time + 100) == (1.0, math.inf)
 
 
 def test_a_schedule_survives_the_trip_to_a_worker_on_that_workers_clock():

@@ -194,7 +194,9 @@ class ErrorRecovery(Stages):
 
     The fault comes ``fault_at`` seconds after the start, once every connection
     is open (with workers, users start some tenths of a second after the
-    shape), but no later than halfway through the rest of the run.
+    shape). If they are not all open halfway through the rest of the run (the
+    deadline that leaves them the time to come back), there is no fault, and a
+    warning says how many were open.
 
     The fault: the embedded reference server is stopped (every connection is
     closed with 1001 and new ones are refused) and started again on the same
@@ -204,11 +206,14 @@ class ErrorRecovery(Stages):
     measured the same way.
 
     The result is logged as one line, ``error recovery: N of N connections back
-    X.XX s after the fault``, and kept in the run state
+    X.XX s after the server came back (down D.DD s; N dropped, lowest L open)``,
+    timed from the end of the target's refusal window (from the drop, for a
+    drop from outside), and kept in the run state
     (:attr:`wslocust.run.state.RunState.recovery`). It comes from the users'
     counters, looked at every ``poll_interval``: exact in one process; with
     workers, each sends its count every 0.2 s while the shape runs
-    (:func:`~wslocust.integration.scenario.live_connections`). The experiment
+    (:func:`~wslocust.integration.scenario.live_connections`), and only counts
+    sent after the target's return are taken. The experiment
     itself is :func:`wslocust.integration.recovery.start`; this class only
     holds the table and the fault's timing.
 
@@ -222,7 +227,7 @@ class ErrorRecovery(Stages):
     connections: ClassVar[int] = 500
     duration: ClassVar[float] = 20.0
     fault_at: ClassVar[float] = 5.0
-    """Seconds after the start when the target fails (once every connection is open)."""
+    """Seconds after the start when the target fails (once every connection is open: later if needed)."""
     fault_duration: ClassVar[float] = 3.0
     """Seconds the target stays down."""
     message_interval: ClassVar[float | None] = 1.0

@@ -166,9 +166,18 @@ class Stages(LoadTestShape):
         scale = scenario_option(self._environment(), "time_scale")
         return 1.0 if scale is None else scale
 
+    def message_time_scale(self) -> float:
+        """
+        The factor of the stages' message intervals: the time scale with ``--ws-time-scale-messages
+        scaled``; 1 by default, so that a compressed run keeps each connection's real message rate.
+        """
+        if scenario_option(self._environment(), "time_scale_messages"):
+            return self.time_scale()
+        return 1.0
+
     def plan(self) -> Plan:
         """
-        Validate and time-scale the table.
+        Validate and time-scale the table (message intervals: see :meth:`message_time_scale`).
 
         Raises:
             ConfigurationError: a stage is not valid, or too short for Locust's tick.
@@ -178,6 +187,7 @@ class Stages(LoadTestShape):
         if not stages:
             raise ConfigurationError(f"{name}: no stages")
         scale = self.time_scale()
+        message_scale = self.message_time_scale()
         run_interval = scenario_option(self._environment(), "message_interval")
         ends: list[float] = []
         ticks: list[tuple[int, float]] = []
@@ -213,7 +223,7 @@ class Stages(LoadTestShape):
             end += scaled
             ends.append(end)
             ticks.append((target, rate))
-            intervals.append(None if interval is None else interval * scale)
+            intervals.append(None if interval is None else interval * message_scale)
             users = target
         if end < TICK:
             raise ConfigurationError(

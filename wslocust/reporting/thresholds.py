@@ -27,7 +27,7 @@ STAT            meaning                                   unit
 
 or one of the run-wide metrics of :data:`RUN_METRICS` (``error_rate``,
 ``cpu_per_1k``, ``mem_per_10k``, ``msg_rate``, ``send_rate``, ``cpu_max``,
-``peak_open``). The generator figures are taken at steady state: while at
+``peak_open``, ``recovery_time``). The generator figures are taken at steady state: while at
 least 90 % of the peak number of connections were open.
 
 ``suite`` stands for the original suite's performance targets
@@ -90,6 +90,7 @@ RUN_METRICS = {
     "send_rate": (NUMBER, "messages sent per second"),
     "cpu_max": (PERCENT, "highest CPU % of any generator process"),
     "peak_open": (NUMBER, "most connections open at once"),
+    "recovery_time": (TIME, "an ErrorRecovery run's time from the server's return until every connection was back"),
 }
 """Run-wide metrics: name -> (kind, meaning)."""
 
@@ -271,6 +272,10 @@ def evaluate(thresholds: list[Threshold], environment: Environment) -> list[Resu
             value = _request_value(threshold, _entry(environment, threshold.name))
         elif threshold.metric == "error_rate":
             value = _error_rate(environment)
+        elif threshold.metric == "recovery_time":
+            # No data (so a failure) when the connections never came back, or the run had no fault.
+            recovery = run_state(environment).recovery
+            value = None if recovery is None else recovery.seconds * 1000
         else:
             value = run.get(threshold.metric)
             if threshold.metric == "peak_open":

@@ -53,7 +53,8 @@ class Schedule:
         ends: the end of each stage, in seconds since the shape started
             (ascending).
         intervals: the message interval of each stage in seconds (already
-            time-scaled); None leaves the user's own; 0 sends none.
+            time-scaled if ``--ws-time-scale-messages scaled``); None leaves the
+            user's own; 0 sends none.
         lifetime: seconds each connection lives before it is closed and
             reopened (already time-scaled), or None.
         origin: this process's ``perf_counter()`` when the shape started.

@@ -1,6 +1,6 @@
 """
 Run-wide settings as a run's users read them: the target default, the
-message interval and the time scale.
+message interval, the time scale and whether it applies to messages.
 
 The options themselves (flags, environment variables, help) are declared in
 :mod:`wslocust.integration.options`; this module only reads their values from
@@ -24,9 +24,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MESSAGE_INTERVAL_MS",
     "DEFAULT_TARGET",
+    "MESSAGE_SCALINGS",
+    "check_message_scaling",
     "check_time_scale",
     "default_target",
     "message_interval",
+    "message_time_scale",
     "parse_number",
     "time_scale",
     "time_scaled",
@@ -59,6 +62,42 @@ def check_time_scale(text: str) -> float:
     if value is None or value <= 0:
         raise ValueError("is not a time scale > 0 (1 = real time, 0.01 = 100 times faster)")
     return value
+
+
+MESSAGE_SCALINGS = ("real", "scaled")
+"""The values of ``--ws-time-scale-messages``; the first is the default. ``real``: a compressed run's
+connections send at the scenario's real rate (only the stages, lifetimes and delays shrink); ``scaled``:
+their message intervals shrink too (each connection sends as many messages as in the full run)."""
+
+
+def check_message_scaling(text: str) -> bool:
+    """
+    The value of ``--ws-time-scale-messages``: True for ``scaled``, False for ``real``.
+
+    Raises:
+        ValueError: what is valid, to follow the option's name and value.
+    """
+    value = str(text).strip().lower()
+    if value not in MESSAGE_SCALINGS:
+        raise ValueError(
+            "is not real (each connection sends at the scenario's real rate) or scaled (message intervals "
+            "shrink with the time scale too)"
+        )
+    return value == "scaled"
+
+
+def message_time_scale(environment: Environment) -> float:
+    """
+    The factor of the run's message intervals and ``time_scaled`` waits: the time scale with
+    ``--ws-time-scale-messages scaled``, else 1 (each connection keeps its real message rate).
+    """
+    options = getattr(environment, "parsed_options", None) if environment is not None else None
+    text = getattr(options, "ws_time_scale_messages", None) if options is not None else None
+    try:
+        scaled = text is not None and str(text).strip() != "" and check_message_scaling(text)
+    except ValueError:
+        scaled = False  # not valid: the shape reports that, users keep the safe default
+    return time_scale(environment) if scaled else 1.0
 
 
 def message_interval(environment: Environment) -> float | None:
@@ -95,7 +134,8 @@ def time_scale(environment: Environment) -> float:
 
 def time_scaled(wait_time: Callable[[Any], float]) -> Callable[[Any], float]:
     """
-    Make a Locust ``wait_time`` follow ``--ws-time-scale``.
+    Make a Locust ``wait_time`` follow ``--ws-time-scale`` when it applies to messages
+    (``--ws-time-scale-messages scaled``), as a periodic message's interval does.
 
     Example::
 
@@ -104,6 +144,6 @@ def time_scaled(wait_time: Callable[[Any], float]) -> Callable[[Any], float]:
     """
 
     def scaled(user: Any) -> float:
-        return float(wait_time(user)) * time_scale(user.environment)
+        return float(wait_time(user)) * message_time_scale(user.environment)
 
     return scaled

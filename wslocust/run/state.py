@@ -130,13 +130,14 @@ class Recovery:
     """How an :class:`~wslocust.integration.shapes.ErrorRecovery` run came back after its fault."""
 
     connections: int
-    """Connections open when the fault was injected."""
+    """Connections open when the fault was injected: all of the shape's (the fault waits for them)."""
     recovered: int
-    """Connections open again when the recovery was measured."""
+    """Connections open again when the recovery was measured (as many)."""
     lowest: int
     """Fewest connections open during the fault."""
     seconds: float
-    """Seconds from the fault until every connection was back."""
+    """Seconds from the target's return (the end of its refusal window) until every connection was back;
+    from the drop when the fault came from outside the run."""
 
 
 @dataclass
