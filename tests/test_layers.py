@@ -36,7 +36,8 @@ STACK: list[tuple[str, list[str]]] = [
     ("integration", ["wslocust.integration.*"]),
     ("reporting", ["wslocust.reporting.*"]),
     ("wiring", ["wslocust.wiring"]),
-    ("top", ["wslocust.cli", "wslocust", "wslocust.__main__"]),
+    # The commands: `wslocust suite` runs Locust as subprocesses, `wslocust options` lists the run's options.
+    ("top", ["wslocust.cli", "wslocust", "wslocust.__main__", "wslocust.suite.*", "wslocust.options_command"]),
 ]
 
 
@@ -53,7 +54,7 @@ BESIDE: dict[str, Beside] = {
     # The reference server: the embedded server (integration), the wiring and the CLI start it.
     "server": Beside(["wslocust.server.*"], {"foundation", "codec"}, {"integration", "wiring", "top"}),
     # A plain HTTP client of a running master: `wslocust monitor`.
-    "monitor": Beside(["wslocust.monitor"], {"foundation"}, {"top"}),
+    "monitor": Beside(["wslocust.monitor", "wslocust.monitor_screen"], {"foundation"}, {"top"}),
 }
 
 # Modules from outside the package (by top-level name) that a layer must not import.
@@ -69,7 +70,7 @@ ONLY_IMPORTED_BY: dict[str, set[str]] = {
 }
 
 # A fresh interpreter importing one of these must not load Locust or gevent.
-PURE_MODULES = ["wslocust.monitor", *STACK[0][1]]
+PURE_MODULES = ["wslocust.monitor", "wslocust.monitor_screen", *STACK[0][1]]
 PURE_PACKAGES = ["wslocust.codec"]  # and each of its modules
 
 MAX_LINES = 400

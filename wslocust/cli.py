@@ -19,11 +19,14 @@ __all__ = ["build_parser", "main"]
 
 def _subcommands() -> list[tuple[str, ModuleType, str]]:
     # Imported here: ``wslocust monitor`` need not load the reference server, nor the other way round.
-    from wslocust import monitor, server
+    from wslocust import monitor, options_command, server
+    from wslocust.suite import command as suite
 
     return [
         ("serve", server, server.SERVE_DESCRIPTION),
         ("monitor", monitor, monitor.MONITOR_DESCRIPTION),
+        ("suite", suite, suite.SUITE_DESCRIPTION),
+        ("options", options_command, options_command.OPTIONS_DESCRIPTION),
     ]
 
 
