@@ -4,10 +4,11 @@
 It polls ``GET /ws/stats`` on the web UI port of a Locust master (or of a
 single-process run with the web UI) every second, and shows connections by
 state, message throughput, latency percentiles, CPU and memory per worker,
-network I/O per host, errors by category, thresholds and the saturation
-flag. When the master goes away it keeps the last figures on screen, says
-so, and picks up again as soon as a master answers at that URL. Ctrl-C
-quits with exit code 0.
+network I/O per host, errors by category, thresholds, and the saturated and
+lagging workers, laid out for the terminal's size (down to 80x24: see
+:mod:`wslocust.monitor_screen`). When the master goes away it keeps the last
+figures on screen, says so, and picks up again as soon as a master answers at
+that URL. Ctrl-C quits with exit code 0.
 
 ``--once`` prints one snapshot as text (``--json``: as JSON) and exits, 1 if
 nothing answered: for scripts.
@@ -22,18 +23,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
+from rich.console import Console, RenderableType
 
-from wslocust.formatting import category_label, format_bytes, format_count, format_ms
+from wslocust.monitor_screen import render
 
 __all__ = ["DEFAULT_URL", "MONITOR_DESCRIPTION", "Monitor", "MonitorError", "add_arguments", "fetch", "render", "run"]
 
 DEFAULT_URL = "http://127.0.0.1:8089"
-BUSY_HOST_CPU_PERCENT = 90.0
-"""A host this busy delays every process on it, even a generator whose own CPU is low."""
 MONITOR_DESCRIPTION = "Live terminal dashboard of a running wslocust test (polls the master's /ws/stats)."
 
 
@@ -64,225 +60,6 @@ def fetch(url: str, timeout: float = 5.0) -> dict[str, Any]:
     return data
 
 
-# Rendering -------------------------------------------------------------------------
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else format_ms(value)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def _pairs(title: str, rows: list[tuple[str, str]], style: str = "cyan") -> Panel:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for label, value in rows:
-        table.add_row(label, value)
-    return Panel(table, title=title, border_style=style, expand=True)
-
-
-def _header(snapshot: dict[str, Any] | None, url: str, error: str | None, now: float) -> RenderableType:
-    line = Text()
-    line.append("wslocust monitor ", style="bold")
-    line.append(url, style="dim")
-    if snapshot is not None:
-        aggregate = snapshot["aggregate"]
-        state = snapshot["state"].upper()
-        line.append("   ")
-        line.append(state, style="bold green" if state in ("RUNNING", "SPAWNING") else "bold yellow")
-        line.append(f"   target {snapshot['host'] or '-'}")
-        line.append(f"   users {aggregate['users']:,}")
-        if snapshot["mode"] == "master":
-            line.append(f"   workers {aggregate['workers']}")
-        line.append(f"   run time {_duration(snapshot['run_time'])}")
-        age = now - snapshot["time"]
-        line.append(f"   updated {time.strftime('%H:%M:%S', time.localtime(snapshot['time']))}", style="dim")
-        if age > 5:
-            line.append(f" ({age:.0f} s ago)", style="yellow")
-    parts: list[RenderableType] = [line]
-    if error is not None:
-        parts.append(Text(f"master unreachable: {error}; retrying", style="bold red"))
-    for host in snapshot["hosts"] if snapshot is not None else []:
-        if host["cpu"] >= BUSY_HOST_CPU_PERCENT:
-            parts.append(
-                Text(
-                    f"host {host['host']} CPU at {host['cpu']:.0f} % of all cores: every process on it waits for "
-                    "CPU, latency figures are suspect",
-                    style="bold yellow",
-                )
-            )
-    if snapshot is not None and snapshot["aggregate"]["saturated"]:
-        names = ", ".join(snapshot["aggregate"]["saturated_workers"])
-        parts.append(
-            Text(
-                f"SATURATED: {names} at >= 90 % CPU: latency figures are not trustworthy, add workers",
-                style="bold white on red",
-            )
-        )
-    return Group(*parts)
-
-
-def _connections(aggregate: dict[str, Any]) -> Panel:
-    c, t = aggregate["connections"], aggregate["totals"]
-    return _pairs(
-        "Connections",
-        [
-            ("open", f"{c['open']:,}"),
-            ("connecting", f"{c['connecting']:,}"),
-            ("reconnecting", f"{c['reconnecting']:,}"),
-            ("failed (gave up)", f"{c['failed']:,}"),
-            ("closed", f"{c['closed']:,}"),
-            ("peak open", f"{aggregate['peak_open']:,}"),
-            ("attempts", f"{t['connect_attempts']:,}"),
-            ("succeeded / failed", f"{t['connects_succeeded']:,} / {t['connects_failed']:,}"),
-            ("reconnects / lost", f"{t['reconnects']:,} / {t['disconnects']:,}"),
-        ],
-    )
-
-
-def _messages(aggregate: dict[str, Any]) -> Panel:
-    r, t = aggregate["rates"], aggregate["totals"]
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column(justify="right", header_style="dim")
-    table.add_column(justify="right")
-    table.add_row("", Text("per second", style="dim"), Text("total", style="dim"))
-    table.add_row("sent", format_count(r["messages_sent"]), f"{t['messages_sent']:,}")
-    table.add_row("received", format_count(r["messages_received"]), f"{t['messages_received']:,}")
-    table.add_row("pushed by server", format_count(r["unsolicited_received"]), f"{t['unsolicited_received']:,}")
-    table.add_row("payload out", format_bytes(r["bytes_sent"]), format_bytes(t["bytes_sent"]))
-    table.add_row("payload in", format_bytes(r["bytes_received"]), format_bytes(t["bytes_received"]))
-    table.add_row("replies timed out", "", f"{t['replies_timed_out']:,}")
-    table.add_row("replies lost", "", f"{t['replies_lost']:,}")
-    table.add_row("late / dup / reordered", "",
-                  f"{t['replies_late']:,} / {t['replies_duplicated']:,} / {t['replies_out_of_order']:,}")  # fmt: skip
-    return Panel(table, title="Messages", border_style="cyan", expand=True)
-
-
-def _errors(aggregate: dict[str, Any]) -> Panel:
-    errors = aggregate["errors"]
-    rows = [
-        ("per second", format_count(aggregate["rates"]["errors"])),
-        ("total", f"{aggregate['totals']['errors']:,}"),
-        ("error rate", f"{aggregate['error_rate']:.3%}"),
-    ]
-    for category, count in sorted(errors.items(), key=lambda item: -item[1])[:5]:
-        rows.append((category_label(category), f"{count:,}"))
-    return _pairs("Errors", rows, style="red" if errors else "cyan")
-
-
-def _latency_cells(entry: dict[str, Any]) -> list[str]:
-    return [_ms(entry[key]) for key in ("p50", "p95", "p99", "avg", "max")]
-
-
-def _latency(aggregate: dict[str, Any]) -> Panel:
-    table = Table(expand=True, box=None, header_style="bold")
-    for title in ("request", "requests", "fails", "req/s", "p50", "p95", "p99", "avg", "max"):
-        table.add_column(title, justify="left" if title == "request" else "right")
-    rows = sorted(aggregate["latency"].items())
-    round_trip = aggregate.get("round_trip")
-    for name, entry in rows:
-        failures = Text(f"{entry['failures']:,}", style="red" if entry["failures"] else "")
-        table.add_row(name, f"{entry['requests']:,}", failures, format_count(entry["rps"] or 0), *_latency_cells(entry))
-    if round_trip and len([name for name in aggregate["latency"] if name not in _NOT_ROUND_TRIPS]) > 1:
-        total = Text("all round trips", style="bold")
-        table.add_row(total, f"{round_trip['requests']:,}", "", "", *_latency_cells(round_trip))
-    if not rows:
-        table.add_row(Text("no requests yet", style="dim"))
-    return Panel(table, title="Latency, ms (percentiles over the last ~10 s)", border_style="cyan")
-
-
-_NOT_ROUND_TRIPS = {"connect", "reconnect", "disconnect", "send", "ping"}
-
-
-def _workers(snapshot: dict[str, Any]) -> Panel:
-    table = Table(expand=True, box=None, header_style="bold")
-    columns = ("worker", "host", "pid", "state", "users", "open", "sent/s", "recv/s", "errors",
-               "rt p50", "rt p95", "rt p99", "CPU %", "CPU %/1K", "memory", "")  # fmt: skip
-    for title in columns:
-        table.add_column(title, justify="left" if title in ("worker", "host", "state", "") else "right")
-    for view in snapshot["workers"]:
-        system = view["system"] or {}
-        round_trip = view["round_trip"] or {}
-        cpu = system.get("cpu")
-        flag = Text("SATURATED", style="bold white on red") if view["saturated"] else Text("")
-        gone = view["state"] in ("gone", "missing")
-        table.add_row(
-            view["name"],
-            view["host"],
-            str(view["pid"] or ""),
-            Text(view["state"], style="yellow" if gone else ""),
-            f"{view['users']:,}",
-            f"{view['connections']['open']:,}",
-            format_count(view["rates"]["messages_sent"]),
-            format_count(view["rates"]["messages_received"]),
-            f"{view['totals']['errors']:,}",
-            _ms(round_trip.get("p50")),
-            _ms(round_trip.get("p95")),
-            _ms(round_trip.get("p99")),
-            Text("-" if cpu is None else f"{cpu:.0f}", style="red" if cpu is not None and cpu >= 90 else ""),
-            "-" if system.get("cpu_per_1k") is None else f"{system['cpu_per_1k']:.1f}",
-            format_bytes(system.get("rss")),
-            flag,
-            style="dim" if gone else "",
-        )
-    title = "Workers" if snapshot["mode"] == "master" else "Generator process"
-    return Panel(table, title=f"{title} (round trips: last report, ~3 s)", border_style="cyan")
-
-
-def _hosts(snapshot: dict[str, Any]) -> Panel:
-    table = Table(expand=True, box=None, header_style="bold")
-    for title in ("host", "CPU % (all cores)", "cores", "memory %", "net in", "net out", "generator processes"):
-        table.add_column(title, justify="left" if title == "host" else "right")
-    for host in snapshot["hosts"]:
-        table.add_row(
-            host["host"],
-            Text(f"{host['cpu']:.0f}", style="bold yellow" if host["cpu"] >= BUSY_HOST_CPU_PERCENT else ""),
-            str(host["cores"]),
-            f"{host['memory']:.0f}",
-            format_bytes(host["net_in"], per_second=True),
-            format_bytes(host["net_out"], per_second=True),
-            str(host["processes"]),
-        )
-    return Panel(table, title="Hosts (network: all interfaces, loopback included)", border_style="cyan")
-
-
-def _thresholds(results: list[dict[str, Any]]) -> Panel:
-    table = Table(expand=True, box=None, header_style="bold")
-    for title in ("threshold", "now", "result"):
-        table.add_column(title, justify="left" if title == "threshold" else "right")
-    for result in results:
-        verdict = Text("pass", style="green") if result["ok"] else Text("FAIL", style="bold red")
-        table.add_row(result["threshold"], result["display"], verdict)
-    return Panel(table, title="Thresholds (so far)", border_style="cyan")
-
-
-def render(
-    snapshot: dict[str, Any] | None, url: str, error: str | None = None, now: float | None = None
-) -> RenderableType:
-    """The dashboard for one snapshot (None: nothing received yet) and the last fetch error, if any."""
-    now = time.time() if now is None else now
-    parts: list[RenderableType] = [_header(snapshot, url, error, now)]
-    if snapshot is None:
-        parts.append(Text(f"waiting for a wslocust master at {url} ...", style="yellow"))
-        return Group(*parts)
-    aggregate = snapshot["aggregate"]
-    top = Table.grid(expand=True, padding=(0, 1))
-    for _ in range(3):
-        top.add_column(ratio=1)
-    top.add_row(_connections(aggregate), _messages(aggregate), _errors(aggregate))
-    parts += [top, _latency(aggregate), _workers(snapshot), _hosts(snapshot)]
-    if snapshot.get("thresholds"):
-        parts.append(_thresholds(snapshot["thresholds"]))
-    parts.append(Text("Ctrl-C to quit", style="dim"))
-    return Group(*parts)
-
-
 # Running ---------------------------------------------------------------------------
 
 
@@ -305,8 +82,9 @@ class Monitor:
         self.error = None
         return True
 
-    def render(self) -> RenderableType:
-        return render(self.snapshot, self.url, self.error)
+    def render(self, height: int | None = None) -> RenderableType:
+        """The dashboard of the last snapshot, fitting ``height`` lines if given."""
+        return render(self.snapshot, self.url, self.error, height=height)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -367,5 +145,5 @@ def _run_live(monitor: Monitor, interval: float, console: Console) -> None:
         while True:
             started = time.monotonic()
             monitor.poll()
-            live.update(monitor.render(), refresh=True)
+            live.update(monitor.render(height=console.size.height), refresh=True)  # read each time: resizes
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
