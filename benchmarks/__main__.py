@@ -2,8 +2,8 @@
 The benchmark suite's entry point: ``python -m benchmarks NAME [options]``.
 
 NAME is one of the workloads (``throughput``, ``hold-10k``, ``connect-rate``,
-``latency-error``, ``hold-50k``, ``scaling``) or ``all`` (every workload with
-its defaults, in that order, hold-50k only with ``--include-50k``).
+``latency-error``, ``hold-50k``, ``scaling``, ``peers``) or ``all`` (every workload with
+its defaults, in that order, hold-50k only with ``--include-50k``, peers never: ~20 minutes).
 ``python -m benchmarks NAME --help`` lists a workload's options.
 
 Each workload prints a table and one ``RESULT {json}`` line per result on
@@ -26,7 +26,7 @@ from typing import Any
 
 from .measure import Context
 from .processes import log, plan_pinning, raise_open_files_limit, set_logs_directory, stop_all_children
-from .workloads import connect_rate, hold, hold_50k, latency_error, scaling, throughput
+from .workloads import connect_rate, hold, hold_50k, latency_error, peers, scaling, throughput
 
 __all__ = ["WORKLOADS", "main"]
 
@@ -37,6 +37,7 @@ WORKLOADS: dict[str, ModuleType] = {
     "latency-error": latency_error,
     "hold-50k": hold_50k,
     "scaling": scaling,
+    "peers": peers,
 }
 """Each module has ``add_arguments(parser)``, ``run(args, context) -> results`` and its docstring as help."""
 IN_ALL = ("throughput", "hold-10k", "connect-rate", "latency-error", "scaling")

@@ -197,3 +197,83 @@ def test_latency_error_profile_prints_where_the_generator_spends_its_time(tmp_pa
     assert "wslocust/user" in completed.stdout
     (result,) = results
     assert result["profiles"] and all(Path(path).exists() for path in result["profiles"])
+
+
+# The peers workload (issue 15): Tsung's and Artillery's configurations, and a missing peer skipped.
+
+
+def test_tsung_config_is_valid_xml_aimed_at_the_loopback_server():
+    from xml.etree import ElementTree
+
+    from benchmarks.peers import tsung
+
+    closed = ElementTree.fromstring(tsung.config("closed-loop", "ws://127.0.0.1:4321/ws", 100, size=64))
+    (server,) = closed.iter("server")
+    assert (server.get("host"), server.get("port"), server.get("type")) == ("127.0.0.1", "4321", "tcp")
+    assert closed.find("clients/client").get("use_controller_vm") == "true"  # no node started over ssh
+    assert int(closed.find("load").get("duration")) > 0  # bounded
+    assert closed.find("load/arrivalphase/users").get("maxnumber") == "100"
+    connect, message = closed.iter("websocket")
+    assert (connect.get("type"), connect.get("path")) == ("connect", "/ws")
+    # The default ack (parse): each request waits for its echo, so the loop is closed.
+    assert message.get("type") == "message" and message.get("ack") is None and message.text == "x" * 64
+    assert not list(closed.iter("thinktime"))
+    periodic = ElementTree.fromstring(tsung.config("periodic", "ws://127.0.0.1:4321/", 10_000, interval=5))
+    (think,) = periodic.iter("thinktime")
+    assert (think.get("value"), think.get("random")) == ("5", "false")
+    with pytest.raises(ValueError, match="loopback"):
+        tsung.config("closed-loop", "ws://10.0.0.1:4321/", 1)
+
+
+def test_artillery_config_is_yaml_for_the_ws_engine_aimed_at_the_loopback_server():
+    import yaml
+
+    from benchmarks.peers import artillery
+
+    script = yaml.safe_load(artillery.config("closed-loop", "ws://127.0.0.1:4321/", 100, size=64))
+    assert script["config"]["target"] == "ws://127.0.0.1:4321/"
+    assert script["config"]["phases"] == [{"duration": 1, "arrivalCount": 100}]
+    (scenario,) = script["scenarios"]
+    assert scenario["engine"] == "ws"
+    (loop,) = scenario["flow"]
+    # send + capture: the step ends when the echo arrives (a plain send would not wait for it).
+    assert loop["loop"] == [{"send": {"payload": "x" * 64, "capture": {"regexp": "^x", "as": "echo"}}}]
+    periodic = yaml.safe_load(artillery.config("periodic", "ws://127.0.0.1:4321/", 10_000, interval=0.5))
+    think, send = periodic["scenarios"][0]["flow"][0]["loop"]
+    assert think == {"think": "500ms"} and "send" in send  # not 0.5, which Artillery reads as ms
+    assert periodic["config"]["phases"] == [{"duration": 10, "arrivalCount": 10_000}]
+    with pytest.raises(ValueError, match="loopback"):
+        artillery.config("closed-loop", "ws://192.168.1.1:4321/", 1)
+
+
+def test_a_missing_peer_is_skipped_with_one_line(tmp_path, monkeypatch, capsys):
+    from benchmarks.workloads import peers
+
+    # No tsung on the PATH, no Artillery in its cache directory.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("WSLOCUST_BENCH_PEERS", str(tmp_path))
+    chosen = peers.available_variants(["wslocust-user", "tsung", "artillery", "lean-loop"], install=False)
+    assert chosen == ["wslocust-user", "lean-loop"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    assert "tsung is not installed" in lines[0] and lines[0].endswith("skipped")
+    assert "artillery is not installed" in lines[1] and lines[1].endswith("skipped")
+
+
+def test_peers_runs_the_tools_it_has_side_by_side_and_skips_a_missing_one(tmp_path):
+    environment = {**os.environ, "WSLOCUST_BENCH_PEERS": str(tmp_path / "none")}  # no Artillery there
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "peers", "--parts", "throughput", "--rounds", "1", "--duration", "1",
+         "--warmup", "0.2", "--connections", "5", "--variants", "wslocust-user,artillery,lean-loop",
+         "--logs", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, env=environment, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stderr.count("artillery is not installed") == 1
+    results = [json.loads(line[7:]) for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert [r["variant"] for r in results] == ["wslocust-user", "lean-loop"]
+    for result in results:
+        assert result["server_messages"] > 0 and result["msgs_per_generator_cpu_s"] > 0
+        assert result["vs_lean_loop"] is not None
+    assert "x lean loop" in completed.stdout and "target 2:" in completed.stdout
+    assert_all_gone(logged_pids(tmp_path))

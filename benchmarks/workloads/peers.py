@@ -1,0 +1,245 @@
+"""
+``peers``: wslocust against the best peers, side by side in one invocation.
+
+Tools (``--variants``): ``wslocust-user`` (wslocust with its default
+features), ``locust-websocket-client`` (the typical Locust user), ``tsung``
+(Tsung 1.7, apt), ``artillery`` (Artillery 2, npm) and ``lean-loop``
+(``benchmarks/lean_loop.py``: wslocust's codec on gevent sockets, no
+statistics; throughput only). Tsung and Artillery run when installed; a
+missing one is skipped with one line, and ``--install-peers`` installs them
+first (``apt-get install tsung``; ``npm install artillery@2 --ignore-scripts``
+into a cache directory).
+
+Two parts (``--parts``), against the Node.js ``ws`` echo server on the other CPU:
+
+- ``throughput``: closed-loop echo, ``--connections`` (100) connections,
+  ``--size`` (64) bytes: messages the server echoed per CPU-second of the
+  generator's whole process tree, over a ``--duration`` s window after
+  ``--warmup`` s.
+- ``hold``: ``--hold-connections`` (10,000) connections opened at
+  ``--spawn-rate`` per second, one echo each every ``--interval`` (5) s:
+  the generator's peak RSS, its CPU over a ``--hold`` s window ``--settle`` s
+  after every connection opened, and the server's CPU for that traffic.
+
+Every tool runs ``--rounds`` (3) times per part, interleaved (every other round
+in reverse order); each round's ratios are taken against the best peer of that
+round (peers: the typical user, Tsung, Artillery), and the median ratio counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from typing import Any
+
+from ..measure import Context, attempt, wait_server_idle
+from ..peers import PEER_TOOLS
+from ..peers.runs import Plan, measure_run
+from ..processes import log
+from ..report import VARIANT_COLUMN, Column, emit_results, header, print_table, ratio
+from ..servers import Server, start_server
+
+__all__ = ["add_arguments", "run"]
+
+NAME = "peers"
+VARIANTS = ("wslocust-user", "locust-websocket-client", "tsung", "artillery", "lean-loop")
+PEERS = ("locust-websocket-client", "tsung", "artillery")
+PARTS = ("throughput", "hold")
+TARGET_VS_BEST_PEER = 1.3
+TARGET_VS_LEAN_LOOP = 0.85
+TARGET_RSS_MB = 150
+TARGET_CPU_VS_CHEAPEST = 0.8
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated (default: {','.join(VARIANTS)})"
+    )
+    parser.add_argument(
+        "--parts", type=_parts, default=list(PARTS), help="throughput, hold or both, comma-separated (default: both)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every tool per part, interleaved (default: 3)")
+    parser.add_argument("--install-peers", action="store_true", help="install Tsung (apt) and Artillery (npm) first")
+    parser.add_argument("--duration", type=float, default=10.0, help="throughput: measured seconds (default: 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="throughput: seconds before the window (default: 2)")
+    parser.add_argument("--connections", type=int, default=100, help="throughput: connections (default: 100)")
+    parser.add_argument("--size", type=int, default=64, help="message size in bytes (default: 64)")
+    parser.add_argument("--hold-connections", type=int, default=10_000, help="hold: connections (default: 10000)")
+    parser.add_argument("--spawn-rate", type=float, default=1000.0, help="hold: connections per second (default: 1000)")
+    parser.add_argument("--interval", type=float, default=5.0, help="hold: seconds between echoes (default: 5)")
+    parser.add_argument("--settle", type=float, default=5.0, help="hold: seconds before the window (default: 5)")
+    parser.add_argument("--hold", type=float, default=30.0, help="hold: measured seconds (default: 30)")
+
+
+def _parts(text: str) -> list[str]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or set(parts) - set(PARTS):
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; choose from {', '.join(PARTS)}")
+    return parts
+
+
+def available_variants(variants: list[str], install: bool) -> list[str]:
+    """The tools that can run: a missing peer is installed (``install``) or skipped with one line."""
+    chosen = []
+    for variant in variants:
+        tool = PEER_TOOLS.get(variant)
+        if tool is not None and not tool.installed() and not (install and tool.install(log)):
+            log(f"{NAME}: {tool.missing_line()}")
+            continue
+        chosen.append(variant)
+    return chosen
+
+
+def run(args: argparse.Namespace, context: Context) -> list[dict[str, Any]]:
+    parts = args.parts
+    variants = available_variants(args.variants, args.install_peers)
+    versions = "; ".join(PEER_TOOLS[v].version() for v in variants if v in PEER_TOOLS)
+    server = start_server("node", context.pinning)
+    print(header(context.pinning.description, server.kind) + (f"\npeers: {versions}" if versions else ""))
+    results: list[dict[str, Any]] = []
+    try:
+        for part in parts:
+            part_variants = [v for v in variants if part == "throughput" or v != "lean-loop"]
+            results += _run_part(part, part_variants, server, args, context)
+    finally:
+        server.stop()
+    return results
+
+
+def _plan(part: str, args: argparse.Namespace) -> Plan:
+    if part == "throughput":
+        return Plan("closed-loop", args.connections, args.size, max(args.connections, 100.0), 0.0,
+                    args.warmup, args.duration)  # fmt: skip
+    return Plan("periodic", args.hold_connections, args.size, args.spawn_rate, args.interval, args.settle, args.hold)
+
+
+def _run_part(
+    part: str, variants: list[str], server: Server, args: argparse.Namespace, context: Context
+) -> list[dict[str, Any]]:
+    plan = _plan(part, args)
+    results: list[dict[str, Any]] = []
+    for number in range(1, args.rounds + 1):
+        order = variants if number % 2 else variants[::-1]
+        round_results = []
+        for variant in order:
+            log(f"{NAME} {part} round {number}/{args.rounds}, {variant}: {plan.connections} connections, "
+                f"{plan.settle:g} s + {plan.window:g} s window")  # fmt: skip
+            wait_server_idle(server, 120.0)
+            result = attempt(variant, measure_run, variant, plan, server, context.pinning.generator, context.workdir)
+            round_results.append({**result, "part": part, "round": number})
+        _add_ratios(part, round_results)
+        results += round_results
+    rows = _medians(results, variants)
+    title, columns, notes = _table(part, plan, args.rounds)
+    print_table(title, columns, rows, notes + _verdict(part, rows))
+    emit_results(NAME, results)
+    return results
+
+
+def _ok(results: list[dict[str, Any]], variant: str) -> dict[str, Any] | None:
+    return next((r for r in results if r["variant"] == variant and "error" not in r), None)
+
+
+def _add_ratios(part: str, results: list[dict[str, Any]]) -> None:
+    """Each run against the best peer of its round (and the lean loop), for the median of rounds."""
+    peers = [r for r in results if r["variant"] in PEERS and "error" not in r]
+    lean = _ok(results, "lean-loop")
+    for result in results:
+        if "error" in result:
+            continue
+        if part == "throughput":
+            best = max(peers, key=lambda r: r["msgs_per_generator_cpu_s"] or 0, default=None)
+            if best is not None:
+                result["best_peer"] = best["variant"]
+                result["vs_best_peer"] = ratio(result["msgs_per_generator_cpu_s"], best["msgs_per_generator_cpu_s"])
+            if lean is not None:
+                result["vs_lean_loop"] = ratio(result["msgs_per_generator_cpu_s"], lean["msgs_per_generator_cpu_s"])
+            continue
+        if not peers:
+            continue
+        cheapest = min(peers, key=lambda r: r["generator_cpu_share"])
+        result["cheapest_peer"] = cheapest["variant"]
+        result["cpu_vs_cheapest_peer"] = ratio(result["generator_cpu_share"], cheapest["generator_cpu_share"])
+        result["rss_vs_smallest_peer"] = ratio(
+            result["generator_peak_rss"], min(r["generator_peak_rss"] for r in peers)
+        )
+        lowest = min((r["server_cpu_us_per_msg"] for r in peers if r["server_cpu_us_per_msg"]), default=None)
+        result["server_cpu_vs_lowest_peer"] = ratio(result["server_cpu_us_per_msg"], lowest)
+
+
+def _medians(results: list[dict[str, Any]], variants: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for variant in variants:
+        runs = [r for r in results if r["variant"] == variant and "error" not in r]
+        if not runs:
+            failed = next((r for r in results if r["variant"] == variant), {"error": "did not run"})
+            rows.append({"variant": variant, "error": failed["error"]})
+            continue
+        row: dict[str, Any] = {"variant": variant, "rounds": len(runs)}
+        for key in {key for run in runs for key in run} - {"round"}:
+            values = [run.get(key) for run in runs]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                row[key] = statistics.median(values)  # type: ignore[type-var]
+        rows.append(row)
+    return rows
+
+
+def _table(part: str, plan: Plan, rounds: int) -> tuple[str, tuple[Column, ...], str]:
+    columns: tuple[Column, ...]
+    if part == "throughput":
+        title = (f"peers, throughput: closed-loop echo, {plan.connections} connections, {plan.size}-byte messages, "
+                 f"{plan.window:g} s window, median of {rounds} rounds")  # fmt: skip
+        columns = (
+            VARIANT_COLUMN, Column("rounds", "rounds"), Column("msgs/s", "server_msgs_per_s"),
+            Column("gen %", "generator_cpu_share", "pct"), Column("msgs/gen CPU-s", "msgs_per_generator_cpu_s"),
+            Column("srv %", "server_cpu_share", "pct"), Column("x best peer", "vs_best_peer", "f2"),
+            Column("x lean loop", "vs_lean_loop", "f2"),
+        )  # fmt: skip
+        notes = (
+            "msgs/s: echoes the server sent (its counters: the only count every tool shares); gen %: CPU of the\n"
+            "tool's whole process tree per second of the window (100 = one core); x best peer / x lean loop: the\n"
+            "median over the rounds of msgs/gen CPU-s against the best peer of the same round / the lean loop."
+        )
+        return title, columns, notes
+    title = (f"peers, hold: {plan.connections:,} connections, one {plan.size}-byte echo every {plan.interval:g} s "
+             f"each, {plan.window:g} s window, median of {rounds} rounds")  # fmt: skip
+    columns = (
+        VARIANT_COLUMN, Column("rounds", "rounds"), Column("open", "connections_open"), Column("ramp s", "ramp_s", "f1"),
+        Column("peak MB", "generator_peak_rss", "mb"), Column("hold CPU %", "generator_cpu_share", "pct"),
+        Column("srv msgs/s", "server_msgs_per_s", "f1"), Column("srv %", "server_cpu_share", "pct"),
+        Column("srv us/msg", "server_cpu_us_per_msg", "f1"), Column("x RSS", "rss_vs_smallest_peer", "f2"),
+        Column("x CPU", "cpu_vs_cheapest_peer", "f2"), Column("x srv", "server_cpu_vs_lowest_peer", "f2"),
+    )  # fmt: skip
+    notes = (
+        "peak MB: peak RSS of the tool's whole process tree over the run; hold CPU %: its CPU per second of the\n"
+        "window; srv us/msg: the server's CPU per echo it sent. x RSS / x CPU / x srv: the median over the rounds\n"
+        "of peak RSS, hold CPU and server CPU per echo against the lowest peer of the same round."
+    )
+    return title, columns, notes
+
+
+def _verdict(part: str, rows: list[dict[str, Any]]) -> str:
+    user = _ok(rows, "wslocust-user")
+    if user is None:
+        return ""
+
+    def met(value: float | None, target: float, at_most: bool = False) -> str:
+        if value is None:
+            return "not measured"
+        return "met" if (value <= target if at_most else value >= target) else "MISSED"
+
+    if part == "throughput":
+        best, lean = user.get("vs_best_peer"), user.get("vs_lean_loop")
+        return (
+            f"\ntarget 2: wslocust-user x{best} the best peer in msgs per generator CPU-second (median ratio; "
+            f"target >= {TARGET_VS_BEST_PEER}): {met(best, TARGET_VS_BEST_PEER)}; x{lean} the lean loop "
+            f"(target >= {TARGET_VS_LEAN_LOOP}): {met(lean, TARGET_VS_LEAN_LOOP)}"
+        )
+    rss_mb = user["generator_peak_rss"] / 2**20
+    cpu, server = user.get("cpu_vs_cheapest_peer"), user.get("server_cpu_vs_lowest_peer")
+    return (
+        f"\ntarget 3: wslocust-user peak RSS {rss_mb:.0f} MB (target <= {TARGET_RSS_MB} MB): "
+        f"{met(rss_mb, TARGET_RSS_MB, True)}; hold CPU x{cpu} the cheapest peer's (target <= "
+        f"{TARGET_CPU_VS_CHEAPEST}): {met(cpu, TARGET_CPU_VS_CHEAPEST, True)}; server CPU per echo x{server} "
+        f"the lowest peer's (target <= 1.0): {met(server, 1.0, True)}"
+    )
