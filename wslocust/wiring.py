@@ -50,15 +50,18 @@ this order:
    its workers their share of the spawn rate, for
    :mod:`wslocust.run.pacing`), and refuses web UI swarms that cannot fit.
 8. Live metrics: the event-loop lag probe starts, then every process samples
-   itself once a second (a worker for its reports).
+   itself once a second (a worker for its reports); a master or single process
+   records the dashboard's series once a second (:mod:`wslocust.reporting.series`).
 9. Text outputs (master or single process): the WebSocket lines under each
    console table, ``--json`` that leaves the statistics intact, and the
    ``--csv`` files (Locust's written once more when it closes them, after
-   the users have stopped; ours at ``quit``).
+   the users have stopped; ours at ``quit``), and the WebSocket section of
+   the ``--html`` report (:mod:`wslocust.reporting.html_report`).
 10. Thresholds (master or single process): parsed, and watched with
     ``--ws-thresholds-abort``.
 11. The web UI, when there is one: routes, tabs, and the concealed host in
-    the start form's answer.
+    the start form's answer; the form's wslocust fields (:mod:`wslocust.integration.web_form`);
+    the dashboard's page and its link (:mod:`wslocust.reporting.dashboard`).
 
 Listeners added to ``environment.events`` at ``init``, closures over the
 environment and its state, each list in the order it fires:
@@ -73,7 +76,7 @@ environment and its state, each list in the order it fires:
   briefly for a new worker's limit).
 - ``test_start``: the loop-lag run figures start over; on a master, a warning when the embedded server cannot
   serve workers on other hosts; the concealed targets shared with the
-  workers (a worker takes them); the live figures start over; with an
+  workers (a worker takes them); the live figures and the dashboard's series start over; with an
   :class:`~wslocust.integration.shapes.ErrorRecovery` shape, the fault
   experiment starts (:mod:`wslocust.integration.recovery`).
 - ``reset_stats``, ``spawning_complete`` (with ``--reset-stats``): the live
@@ -102,8 +105,11 @@ from wslocust.integration import distributed, forked_workers, limits, options, r
 from wslocust.integration.shapes import ErrorRecovery
 from wslocust.integration.source_addresses import check_source_addresses, set_up_source_addresses
 from wslocust.integration.stages import Stages
-from wslocust.reporting import bucketing, csv_files, reports, verdict, web
+from wslocust.integration.web_form import set_up_web_form
+from wslocust.reporting import bucketing, csv_files, dashboard, reports, verdict, web
+from wslocust.reporting.html_report import report_section
 from wslocust.reporting.live import Live, tick_forever
+from wslocust.reporting.series import Series, record_forever
 from wslocust.run.pacing import tell_workers_their_rate
 from wslocust.run.state import REPORT_KEY, RunState, run_state, worker_report
 
@@ -157,14 +163,19 @@ def _on_init(environment: Environment, runner: Any = None, web_ui: Any = None, *
     state.loop_lag.start()
     live = state.live = Live(environment)
     state.greenlets.append(gevent.spawn(tick_forever, live))
+    series = None if is_worker else Series()
+    if series is not None:
+        state.greenlets.append(gevent.spawn(record_forever, series, live))
     # 9-11. What a master or single process shows.
-    if not is_worker:
-        _set_up_outputs(environment, state, live)
+    if series is not None:
+        _set_up_outputs(environment, state, live, series)
         if verdict.set_up_thresholds(environment, state):
             state.abort_checker = gevent.spawn(verdict.abort_on_breach, environment, state)
         if web_ui is not None:
             web.install(environment, web_ui, live)
-    _add_listeners(environment, state, live)
+            set_up_web_form(environment, web_ui)
+            dashboard.install(environment, web_ui, series)
+    _add_listeners(environment, state, live, series)
 
 
 def _register_master_messages(environment: Environment, runner: MasterRunner, state: RunState) -> None:
@@ -196,7 +207,7 @@ def _guard_open_files(environment: Environment, runner: Any, state: RunState, we
         locust_compat.refuse_swarms(web_ui, limits.swarm_refusal(environment))
 
 
-def _set_up_outputs(environment: Environment, state: RunState, live: Live) -> None:
+def _set_up_outputs(environment: Environment, state: RunState, live: Live, series: Series) -> None:
     locust_compat.extend_print_stats(lambda stats, current: reports.print_console_lines(live, stats, current))
     locust_compat.keep_stats_on_json_output()
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
@@ -204,9 +215,11 @@ def _set_up_outputs(environment: Environment, state: RunState, live: Live) -> No
         locust_compat.write_csv_files_at_close()  # Locust's files too end with the final figures
         files = state.csv_files = csv_files.CsvFiles(prefix)
         state.greenlets.append(gevent.spawn(csv_files.write_forever, files, live))
+    # Locust writes --html before the quit event (the series are still there), and on the web UI's Download.
+    locust_compat.extend_html_report(lambda env: report_section(live, series) if env is environment else "")
 
 
-def _add_listeners(environment: Environment, state: RunState, live: Live) -> None:
+def _add_listeners(environment: Environment, state: RunState, live: Live, series: Series | None) -> None:
     runner = environment.runner
     is_worker = isinstance(runner, WorkerRunner)
     is_master = isinstance(runner, MasterRunner)
@@ -228,8 +241,9 @@ def _add_listeners(environment: Environment, state: RunState, live: Live) -> Non
         state.loop_lag.reset()  # the run's loop-lag figures count from the start, in every process
         target.warn_if_workers_cannot_reach(environment, state)
         secrets.share_concealed_targets(environment, worker=is_worker)
-        if not is_worker:
+        if series is not None:  # not a worker
             live.reset()  # Locust clears its statistics at each new start; so do we.
+            series.clear()
             if isinstance(environment.shape_class, ErrorRecovery):
                 recovery.start(environment, environment.shape_class)
 
@@ -250,7 +264,7 @@ def _add_listeners(environment: Environment, state: RunState, live: Live) -> Non
         if not is_worker and environment.runner is not None:
             snapshot = reports.print_results(live)
             if state.csv_files is not None:
-                state.csv_files.write(snapshot)
+                state.csv_files.write(snapshot, final=True)
                 state.csv_files.close()
                 state.csv_files = None
         verdict.print_table(state)

@@ -12,8 +12,8 @@ command line). In ``--help`` they form one "wslocust" group:
 - the scenario options, each also an environment variable with the original suite's meaning:
   ``--ws-target-connections N`` (``TARGET_CONNECTIONS``), ``--ws-ramp-up-time MS``
   (``RAMP_UP_TIME``), ``--ws-test-duration MS`` (``TEST_DURATION``), ``--ws-profile NAME``
-  (``WS_PROFILE``) and ``--ws-time-scale F`` (``WS_TIME_SCALE``). A value the command line or
-  the environment gave wins over the profile, which wins over the locustfile's shape;
+  (``WS_PROFILE``), ``--ws-time-scale F`` (``WS_TIME_SCALE``) and ``--ws-time-scale-messages MODE``
+  (``WS_TIME_SCALE_MESSAGES``). The command line or the environment win over the profile, then the shape;
 - ``--ws-thresholds EXPRESSIONS`` (``WS_THRESHOLDS``) and ``--ws-thresholds-abort``
   (``WS_THRESHOLDS_ABORT``): pass/fail criteria (:mod:`wslocust.reporting.thresholds`);
 - ``--ws-message-interval MS`` (``MESSAGE_INTERVAL``): the periodic messages' interval;
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wslocust.exceptions import ConfigurationError
-from wslocust.locust_compat import show_in_web_ui
+from wslocust.locust_compat import name_option_errors, show_in_web_ui
 from wslocust.run.schedule import PROFILES, Profile
-from wslocust.run.settings import check_time_scale, message_interval, parse_number
+from wslocust.run.settings import check_message_scaling, check_time_scale, message_interval, parse_number
 from wslocust.transport.addresses import parse_source_addresses
 
 if TYPE_CHECKING:
@@ -188,9 +188,18 @@ _SCENARIO = [
         env="WS_TIME_SCALE",
         check=check_time_scale,
         metavar="F",
-        help="Multiply every duration of the scenario (stages, message intervals, connection lifetimes, "
-        "reconnect delays) by F and divide spawn rates by it: 0.01 runs a 2-minute scenario in 1.2 s. "
-        "Default 1.",
+        help="Multiply every duration of the scenario (stages, connection lifetimes, reconnect delays) by F "
+        "and divide spawn rates by it: 0.01 runs a 2-minute scenario in 1.2 s. Message intervals: see "
+        "--ws-time-scale-messages. Default 1.",
+    ),
+    _ScenarioOption(
+        name="time_scale_messages",
+        flag="--ws-time-scale-messages",
+        env="WS_TIME_SCALE_MESSAGES",
+        check=check_message_scaling,
+        metavar="MODE",
+        help="real (default): with --ws-time-scale, each connection keeps the scenario's real message rate; scaled: "
+        "message intervals shrink too (as many messages as the full run, at 1/F the rate: a load on the generator).",
     ),
 ]
 _BY_NAME = {option.name: option for option in _SCENARIO}
@@ -198,11 +207,13 @@ _BY_NAME = {option.name: option for option in _SCENARIO}
 
 def _scenario_type(option: _ScenarioOption) -> Callable[[str], str]:
     def parse(text: str) -> str:
+        if text.strip() == "":
+            return ""  # not given: the web form's empty field, an empty variable
         try:
             option.check(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"{option.env} / {option.flag}: {text!r} {exc}") from None
-        return text.strip()
+        return text.strip().lower()  # the profile's name as its choices spell it; numbers are unchanged
 
     return parse
 
@@ -273,10 +284,9 @@ def add_options(parser: Any) -> None:
             default=None,
             metavar=option.metavar,
             help=option.help,
-            choices=list(PROFILES) if option.name == "profile" else None,
+            choices=["", *PROFILES] if option.name == "profile" else None,  # the form's select: empty first
         )
         show_in_web_ui(action)
-    _map_workers_to_processes(parser)
     group.add_argument(
         "--ws-thresholds",
         env_var="WS_THRESHOLDS",
@@ -323,6 +333,8 @@ def add_options(parser: Any) -> None:
     for field, (flag, env) in TLS_FILE_OPTIONS.items():
         # Checked at start, together (a key must match its certificate): not by an argparse type.
         group.add_argument(flag, env_var=env, default=None, metavar="PEM", help=_TLS_FILE_HELP[field])
+    name_option_errors(parser, group, {"WORKERS": "WORKERS / --processes"})  # "wslocust: ENV / --flag: ..."
+    _map_workers_to_processes(parser)
 
 
 def _map_workers_to_processes(parser: Any) -> None:
@@ -362,8 +374,8 @@ def scenario_option(environment: Environment, name: str) -> Any:
     The run's value of a scenario option, converted, or None when not given.
 
     ``name`` is one of ``connections``, ``ramp_up`` and ``duration`` (seconds),
-    ``message_interval`` (seconds), ``profile`` (a :class:`~wslocust.run.schedule.Profile`)
-    and ``time_scale``.
+    ``message_interval`` (seconds), ``profile`` (a :class:`~wslocust.run.schedule.Profile`),
+    ``time_scale`` and ``time_scale_messages`` (True: message intervals follow the time scale).
 
     Raises:
         ConfigurationError: a value set in the web UI is not valid; the

@@ -10,6 +10,8 @@ It imports Locust (and Flask, gevent) only, nothing of wslocust's, so every laye
 (the run's data, the user, the integration, the reporting) calls it rather than touching Locust itself.
 """
 
+from wslocust.locust_compat.pages import add_to_web_ui_page, extend_html_report, locust_get_html_report
+from wslocust.locust_compat.parser import name_option_errors
 from wslocust.locust_compat.runners import (
     STOP_ALLOWANCE,
     accept_reports_without_user_counts,
@@ -33,24 +35,35 @@ from wslocust.locust_compat.stats import (
 )
 from wslocust.locust_compat.table import PATCHED
 from wslocust.locust_compat.user import SessionUser
-from wslocust.locust_compat.web import refuse_swarms, show_in_web_ui
+from wslocust.locust_compat.web import (
+    label_web_ui_fields,
+    refuse_swarms,
+    reset_fields_at_each_start,
+    show_in_web_ui,
+)
 
 __all__ = [
     "PATCHED",
     "STOP_ALLOWANCE",
     "SessionUser",
     "accept_reports_without_user_counts",
+    "add_to_web_ui_page",
     "cache_default_args",
     "dispatcher_spawn_rate",
+    "extend_html_report",
     "extend_print_stats",
     "keep_stats_on_json_output",
+    "label_web_ui_fields",
     "limit_master_heartbeat_timeout",
     "listen_before_runner",
     "locust_bucket_response_time",
+    "locust_get_html_report",
     "locust_to_dict",
+    "name_option_errors",
     "name_stop_callers_from_frames",
     "patch_response_times",
     "refuse_swarms",
+    "reset_fields_at_each_start",
     "restore_response_times",
     "say_when_the_master_is_not_there",
     "show_in_web_ui",

@@ -80,6 +80,15 @@ PATCHED: dict[str, tuple[str, ...]] = {
         "locust.argument_parser:LocustArgumentParser.required_args_included_in_web_ui",
     ),
     "refuse_swarms": ("locust.web:WebUI().app", "locust.web:WebUI().environment"),
+    "add_to_web_ui_page": ("locust.web:WebUI().app",),
+    "extend_html_report": (
+        "locust.html:get_html_report(environment, show_download_link, theme)",
+        "locust.main:get_html_report",
+        "locust.web:get_html_report",
+    ),
+    "label_web_ui_fields": ("locust.web:WebUI.update_template_args(self)", "locust.web:WebUI().template_args"),
+    "reset_fields_at_each_start": ("locust.web:WebUI().app", "locust.web:WebUI().environment"),
+    "name_option_errors": ("locust.argument_parser:LocustArgumentParser.error(self, message)",),
     "dispatcher_spawn_rate": (
         "locust.runners:LocalRunner()._users_dispatcher",
         "locust.dispatch:UsersDispatcher()._spawn_rate",

@@ -1,3 +1,3 @@
-"""What a run shows: live metrics, the results block, thresholds and the web UI tabs."""
+"""What a run shows: live metrics, the results block, thresholds, the web UI tabs, the dashboard and the HTML report."""
 
 __all__: list[str] = []

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from wslocust.formatting import category_label, format_bytes, format_count, format_ms
 from wslocust.reporting.latency import latency
-from wslocust.reporting.nodes import RATES, TOTALS
+from wslocust.reporting.nodes import PER_1K_MINIMUM, RATES, TOTALS
+from wslocust.reporting.saturation import saturation_warnings
 from wslocust.run.counters import WsCounters
 from wslocust.run.loop_lag import LAG_WARNING_MS
 
@@ -77,7 +78,7 @@ ROW_COLUMNS = (
 )
 """Columns of ``PREFIX_websocket.csv`` and keys of :func:`node_rows`."""
 
-PER_CONNECTION_MINIMUM = 1000
+PER_CONNECTION_MINIMUM = PER_1K_MINIMUM
 """Fewest open connections for which per-1K CPU and per-10K memory are printed."""
 
 
@@ -145,7 +146,8 @@ def node_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
         "pid": "" if distributed else (workers[0]["pid"] if workers else ""),
         "system": {
             **aggregate["system"],
-            "peak_cpu": max((s["peak_cpu"] for s in systems), default=None),
+            # Each process's own peak added up, never below the total CPU now (the peaks need not have coincided).
+            "peak_cpu": round(sum(s["peak_cpu"] for s in systems), 1) if systems else None,
             "fds": sum(s["fds"] for s in systems) if systems else None,
             "saturated_seconds": round(sum(s["saturated_seconds"] for s in systems), 1),
             "loop_lag": aggregate.get("loop_lag"),
@@ -193,8 +195,8 @@ def console_lines(snapshot: dict[str, Any]) -> list[str]:
     cpus = [view["system"]["cpu"] for view in workers if view["system"]]
     cpu = " + ".join(f"{value:.0f} %" for value in cpus) if cpus else "-"
     per_1k = f", {system['cpu_per_1k']:.1f} % per 1K open" if system["cpu_per_1k"] is not None else ""
-    net = ", ".join(
-        f"{host['host']} net {format_bytes(host['net_in'], True)} in, {format_bytes(host['net_out'], True)} out"
+    net = ", ".join(  # all of the host's traffic, loopback included, not the test's alone
+        f"host net {format_bytes(host['net_in'], True)} in, {format_bytes(host['net_out'], True)} out ({host['host']})"
         for host in snapshot["hosts"]
     )
     lines = [
@@ -322,26 +324,6 @@ def _event_loop_line(lag: dict[str, Any] | None, distributed: bool) -> str:
         f"{' (worst worker)' if distributed else ''}; {lag['lagged_windows']:,} one-second "
         f"window{'s' if lag['lagged_windows'] != 1 else ''} with p99 > {LAG_WARNING_MS:g} ms"
     )
-
-
-def saturation_warnings(snapshot: dict[str, Any]) -> list[str]:
-    """One line per generator process that was saturated, and one per process whose event loop lagged."""
-    saturated = [
-        f"{view['name']} ({view['host']}, pid {view['pid']}) ran at >= 90 % CPU for "
-        f"{view['system']['saturated_seconds']:.0f} s (peak {view['system']['peak_cpu']:.0f} %): "
-        "its latency figures are not trustworthy; run more worker processes"
-        for view in snapshot["workers"]
-        if view["system"] and view["system"]["saturated_seconds"] > 0
-    ]
-    lagged = [
-        f"{view['name']} ({view['host']}, pid {view['pid']}): its event loop lagged, loop-lag p99 above "
-        f"{LAG_WARNING_MS:g} ms in {lag['lagged_windows']:,} one-second "
-        f"window{'s' if lag['lagged_windows'] != 1 else ''} (worst p99 {_ms(lag['worst_p99'])}, longest stall "
-        f"{_ms(lag['max'])}): latencies measured then include the generator's own delay"
-        for view in snapshot["workers"]
-        if view["system"] and (lag := view["system"].get("loop_lag")) and lag["lagged_windows"]
-    ]
-    return saturated + lagged
 
 
 # Printing -----------------------------------------------------------------------
