@@ -291,8 +291,11 @@ def test_the_dashboard_charts_the_run_and_its_last_points_match_ws_stats(tmp_pat
                     page.wait_for_function(
                         """points => {
                             const d = window.wsDashboard, c = d && d.series.columns;
+                            const last = key => c[key][c[key].length - 1];
+                            // the message rates settle a report after the connections: compare steady rates
                             return d && d.drawn >= 2 && d.series.t.length >= points && c["cpu/worker 2"]
-                                && c["connections/open"][c["connections/open"].length - 1] === 30;
+                                && last("connections/open") === 30
+                                && last("messages/sent") >= 250 && last("messages/received") >= 250;
                         }""",
                         arg=30 if os.environ.get("WSLOCUST_SCREENSHOTS") else 5,  # a longer history to show
                         timeout=60_000,
