@@ -141,6 +141,21 @@ def test_refused_unresolvable_and_silent_targets_are_told_apart(unused_port):
         silent.stop()
 
 
+def test_an_address_is_connected_to_without_a_lookup_and_a_name_is_looked_up(server, monkeypatch):
+    # gevent looks every name up in its thread pool, literal addresses too: a thread hand-off per
+    # connect. A name is still looked up (here the lookup says so).
+    def lookup(host, *args, **kwargs):
+        raise AssertionError(f"looked up {host}")
+
+    monkeypatch.setattr(gevent.socket, "getaddrinfo", lookup)
+    connection, received = open_connection(f"ws://127.0.0.1:{server.port}/ws")
+    connection.send_text("no lookup")
+    wait_for(lambda: received == ["no lookup"])
+    connection.close()
+    with pytest.raises(AssertionError, match="^looked up localhost$"):
+        open_connection(f"ws://localhost:{server.port}/ws")
+
+
 def test_ipv6_literal_urls_work():
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this host")

@@ -7,9 +7,11 @@ import os
 
 import gevent
 import locust
+import pytest
 from helpers import wait_for
 from locust import constant, task
 from locust.env import Environment
+from locust_process import run_locust
 
 from benchmarks.processes import wait_until
 from wslocust import WebSocketUser
@@ -75,3 +77,80 @@ def test_a_thousand_reconnects_leave_no_descriptor_and_no_greenlet_behind():
     after = open_fds()
     assert len(after) <= len(fds), sorted(set(after) - set(fds)) or after
     assert live_greenlets() <= greenlets
+
+
+def live_exceptions(kind: type[BaseException]) -> int:
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if type(obj) is kind)
+
+
+def test_an_idle_connection_keeps_no_exception_alive(server):
+    # Its receiver waits for the socket outside the except clause of the EAGAIN that sent it waiting:
+    # inside, every held connection kept that BlockingIOError and its traceback alive.
+    from wslocust.codec.uri import parse_uri
+    from wslocust.transport.connection import Connection
+
+    before = live_exceptions(BlockingIOError)
+    received: list = []
+    connections = []
+    for _ in range(20):
+        connection = Connection(parse_uri(f"ws://127.0.0.1:{server.port}/ws"), on_message=lambda m, at: received.append(m))
+        connection.open(timeout=5)
+        assert connection.kernel_timestamps  # the direct receiver, the one users run
+        gevent.spawn(connection.receive_forever)
+        connection.send_text("hello")
+        connections.append(connection)
+    try:
+        wait_for(lambda: len(received) == 20)
+        # Every receiver read its echo, found the socket empty again and waits.
+        wait_for(lambda: live_exceptions(BlockingIOError) <= before, timeout=5)
+    finally:
+        for connection in connections:
+            connection.abort()
+
+
+def test_a_close_from_the_reading_greenlet_takes_what_came_before_the_servers_close(server):
+    from wslocust.codec.uri import parse_uri
+    from wslocust.transport.connection import Connection
+
+    received: list = []
+    connection = Connection(
+        parse_uri(f"ws://127.0.0.1:{server.port}/ws"), on_message=lambda m, at: received.append(m), close_timeout=30
+    )
+    connection.open(timeout=5)
+    connection.send_text("last words")
+    with gevent.Timeout(10, AssertionError("close_reading() waited for its close_timeout: nothing read the close")):
+        connection.close_reading()  # no other greenlet reads this connection
+    assert received == ["last words"]
+    assert connection.closed is not None and connection.closed.code == 1000
+
+
+GREENLET_TREE_LOCUSTFILE = """
+import gevent
+from locust import events
+from wslocust import WebSocketUser
+
+
+class Holder(WebSocketUser):
+    pass
+
+
+@events.test_start.add_listener
+def _tell(environment, **_):
+    spawned = gevent.spawn(lambda: None)
+    print(f"TREE tracked={gevent.config.track_greenlet_tree} stack={spawned.spawning_stack is not None}", flush=True)
+    spawned.join()
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, "TREE tracked=False stack=False"), ({"GEVENT_TRACK_GREENLET_TREE": "1"}, "TREE tracked=True stack=True")],
+    ids=["default", "asked-for"],
+)
+def test_greenlets_keep_their_spawning_stacks_only_when_asked(tmp_path, env, expected):
+    # A kilobyte per held connection; gevent's debugging aid, which Locust does not use.
+    locustfile = tmp_path / "tree.py"
+    locustfile.write_text(GREENLET_TREE_LOCUSTFILE)
+    result = run_locust("-f", str(locustfile), "--headless", "-u", "1", "-r", "1", "-t", "1", env=env)
+    assert expected in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]

@@ -29,6 +29,7 @@ import ipaddress
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from gevent import socket as gsocket
 
@@ -41,6 +42,7 @@ __all__ = [
     "check_bindable",
     "connect_from",
     "parse_source_addresses",
+    "server_addresses",
 ]
 
 IP_BIND_ADDRESS_NO_PORT: int = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -191,6 +193,38 @@ def check_bindable(address: str) -> OSError | None:
     return None
 
 
+def server_addresses(host: str, port: int) -> list[tuple[int, int, int, str, tuple[Any, ...]]]:
+    """
+    ``getaddrinfo(host, port)`` for a TCP client, without a lookup when ``host`` is an address.
+
+    gevent resolves every name, literal addresses included, in its thread pool: at a
+    thousand connects a second, each one's hand-offs to a thread and back cost more CPU than
+    its upgrade, and the greenlets queued for a thread hold their stacks meanwhile.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return gsocket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    if address.version == 6:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))]
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+
+
+def connect_to(host: str, port: int) -> socket.socket:
+    """``socket.create_connection((host, port))``, each of the server's addresses in turn, looked up by :func:`server_addresses`."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in server_addresses(host, port):
+        sock: socket.socket = gsocket.socket(family, kind, proto)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error if error is not None else OSError(f"{host} has no address")
+
+
 def connect_from(host: str, port: int, source_address: tuple[str, int]) -> socket.socket:
     """
     Open a TCP connection to ``host:port`` from ``source_address``.
@@ -207,7 +241,7 @@ def connect_from(host: str, port: int, source_address: tuple[str, int]) -> socke
     """
     source = source_address[0]
     family = _family(source)
-    infos = gsocket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    infos = server_addresses(host, port)
     candidates = [info for info in infos if info[0] == family]
     if not candidates:
         version = "IPv6" if family == socket.AF_INET6 else "IPv4"

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import gevent
-from gevent import socket as gsocket
 
 from wslocust.codec import handshake
 from wslocust.codec.uri import WsURI
@@ -31,7 +30,7 @@ from wslocust.exceptions import (
     TLSError,
     WsLocustError,
 )
-from wslocust.transport.addresses import connect_from
+from wslocust.transport.addresses import connect_from, connect_to
 from wslocust.transport.proxy import Proxy
 from wslocust.transport.streams import SocketStream, TlsStream
 from wslocust.transport.timestamps import shared_clock_map
@@ -132,7 +131,7 @@ def open_socket(
 
 def _connect_tcp(host: str, port: int, source_address: tuple[str, int] | None) -> socket.socket:
     if source_address is None:
-        sock: socket.socket = gsocket.create_connection((host, port))
+        sock: socket.socket = connect_to(host, port)
     else:
         # Bound with IP_BIND_ADDRESS_NO_PORT, so that rotated source addresses share ports.
         sock = connect_from(host, port, source_address)

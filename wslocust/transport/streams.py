@@ -69,7 +69,10 @@ class SocketStream:
                     data, ancdata, _, _ = recvmsg(size, ANCILLARY_SIZE)
                     break
                 except BlockingIOError:
-                    wait(read_event)  # raises socket.timeout after the socket's timeout, EBADF when closed
+                    pass
+                # Waited for outside the except clause: inside it, every idle connection would keep
+                # its BlockingIOError and traceback alive (and chain them to the GreenletExit of its stop).
+                wait(read_event)  # raises socket.timeout after the socket's timeout, EBADF when closed
             if ancdata:  # one message: the only option that adds any is ours
                 _, kind, stamp = ancdata[0]
                 layout = layout_of(kind)

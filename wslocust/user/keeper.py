@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.event
 from gevent import GreenletExit
+from locust import User
 from locust.exception import StopUser
 
 from wslocust.exceptions import ConfigurationError, ConnectionClosed, WsLocustError, connection_closed
@@ -144,11 +145,11 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
             self._open.set()
             self._ready.set()
             if self._stopping:  # stopped during the upgrade (see _shutdown): counted, then closed at once
-                self._close_reading(connection, self.close_timeout)
+                connection.close_reading()
                 counters.closed += 1
                 return
             if self._holding:
-                if name == "connect":
+                if name == "connect" and _overrides(self, "on_start"):
                     gevent.spawn(self._run_hook, self.on_start)  # it may wait for replies: not in the receiver
                 self._start_ticking()
             pinger = gevent.spawn(self._ping_forever, connection) if self.ping_interval > 0 else None
@@ -255,9 +256,14 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
         receiver = None
         open_at_stop = connection is not None and connection.closed is None
         if session is gevent.getcurrent():
-            # A user without tasks: this greenlet received until Locust stopped it. Another
-            # one receives the last replies and the close while on_stop runs and we drain.
-            if connection is not None and open_at_stop:
+            # A user without tasks: this greenlet received until Locust stopped it.
+            if connection is not None and open_at_stop and not self._correlator.waiting() and not _overrides(self, "on_stop"):
+                # Nothing to wait for but the close: this greenlet reads it (a stop closes thousands at once).
+                connection.close_reading()
+                self.counters.closed += 1
+                open_at_stop = False
+            elif connection is not None and open_at_stop:
+                # Another greenlet receives the last replies and the close while on_stop runs and we drain.
                 receiver = gevent.spawn(self._receive_until_closed, connection)
             if self.state is not ConnectionState.FAILED:
                 self._run_hook(self.on_stop)
@@ -292,18 +298,6 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
         connection.receive_forever()
         self._drained.set()
 
-    def _close_reading(self, connection: Connection, timeout: float) -> None:
-        """
-        Close ``connection`` cleanly while a greenlet reads it, when no other does: the server's close
-        reply ends the wait at once (nothing read, ``close()`` would wait all of ``timeout``), and
-        what the server sent before it is counted.
-        """
-        receiver = gevent.spawn(connection.receive_forever)
-        try:
-            connection.close(timeout=timeout)
-        finally:
-            receiver.kill(block=True)
-
     # Bookkeeping -------------------------------------------------------------
 
     def _set_state(self, state: ConnectionState) -> None:
@@ -319,3 +313,8 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
             setattr(counters, new.value, getattr(counters, new.value) + 1)
         if new is ConnectionState.OPEN and counters.open > counters.peak_open:
             counters.peak_open = counters.open  # at each open: no connection is too short-lived to count
+
+
+def _overrides(user: Any, hook: str) -> bool:
+    """Whether ``user``'s class has a ``hook`` (``on_start``, ``on_stop``) of its own, not Locust's empty one."""
+    return getattr(type(user), hook) is not getattr(User, hook)
