@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .processes import HOST, Child, Pinning, ProcessTree, log
 
 __all__ = ["Server", "start_node_server", "start_reference_server", "start_server"]
@@ -105,6 +107,21 @@ class Server:
 
     def cpu_seconds(self) -> float:
         return sum(tree.cpu_seconds() for tree in self.trees)
+
+    def wakeups(self) -> int:
+        """
+        How often the server's processes went to sleep waiting for events and were woken (their main
+        threads' voluntary context switches): per echo, whether the messages reached it one by one or
+        in batches that one wake-up serves.
+        """
+        total = 0
+        for tree in self.trees:
+            for member in tree.members():
+                try:
+                    total += member.num_ctx_switches().voluntary
+                except psutil.Error:
+                    continue
+        return total
 
     def stop(self) -> None:
         for child in self.children:

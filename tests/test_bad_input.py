@@ -47,6 +47,14 @@ LOCUSTFILES = {
         "from wslocust import WebSocketUser\n\n\nclass Chat(WebSocketUser):\n"
         "    host = 'ws://127.0.0.1:1/ws'\n    headers = {'Sec-WebSocket-Extensions': 'permessage-deflate'}\n"
     ),
+    "class-compression": (
+        "from wslocust import WebSocketUser\n\n\nclass Chat(WebSocketUser):\n"
+        "    host = 'ws://127.0.0.1:1/ws'\n    compression = 'gzip'\n"
+    ),
+    "class-compression-window": (
+        "from wslocust import WebSocketUser\n\n\nclass Chat(WebSocketUser):\n"
+        "    host = 'ws://127.0.0.1:1/ws'\n    compression = 'deflate'\n    compression_window_bits = 8\n"
+    ),
     "class-subprotocol": (
         "from wslocust import WebSocketUser\n\n\nclass Chat(WebSocketUser):\n"
         "    host = 'ws://127.0.0.1:1/ws'\n    subprotocols = ['chat v2']\n"
@@ -139,6 +147,15 @@ MATRIX = [
     Case("source-addresses-reversed", TARGET, {"WS_SOURCE_ADDRESSES": "127.0.0.5-127.0.0.1"},
          expected="WS_SOURCE_ADDRESSES / --ws-source-addresses: '127.0.0.5-127.0.0.1' is not an address range "
                   "(the end comes before the start); use addresses, ranges"),
+    # Compression (options.py, connecting.py): the option, and the class settings it overrides.
+    Case("compression-word", [*TARGET, "--ws-compression", "gzip"],
+         expected="WS_COMPRESSION / --ws-compression: 'gzip' is not a compression; use deflate or off"),
+    Case("compression-env-yes", TARGET, {"WS_COMPRESSION": "yes"},
+         expected="WS_COMPRESSION / --ws-compression: 'yes' is not a compression; use deflate or off"),
+    Case("class-compression-gzip", locustfile="class-compression",
+         expected="Chat.compression 'gzip' is not valid: use 'deflate' or None"),
+    Case("class-compression-window-bits", locustfile="class-compression-window",
+         expected="Chat.compression_window_bits 8 is not valid: use a whole number from 9 to 15"),
     # The embedded server's port (options.py).
     Case("embedded-port-range", ["--ws-embedded-port", "70000"],
          expected="WS_EMBEDDED_PORT / --ws-embedded-port: '70000' is not a port (0-65535)"),
@@ -210,6 +227,7 @@ def test_the_matrix_covers_every_option_and_variable_and_its_other_rows_exist():
         "--ws-source-addresses", "WS_SOURCE_ADDRESSES", "--host", "WS_SERVER_URL", "--ws-embedded-port",
         "WS_EMBEDDED_PORT", "--ws-tls-ca-file", "WS_TLS_CA_FILE", "--ws-tls-cert-file", "WS_TLS_CERT_FILE",
         "--ws-tls-key-file", "WS_TLS_KEY_FILE", "--ws-time-scale-messages", "WS_TIME_SCALE_MESSAGES",
+        "--ws-compression", "WS_COMPRESSION",
     ):  # fmt: skip
         assert re.search(rf"(^|\s){re.escape(name)}(\s|$)", text), f"no bad-input case for {name}"
     assert len({case.id for case in MATRIX}) == len(MATRIX)

@@ -107,6 +107,15 @@ class ClientPings(WebSocketUser):
     ping_interval = {PING_INTERVAL}
 
 
+class Deflated(Echoes):
+    host = PLAIN + "/deflate"
+    compression = "deflate"
+
+    @task
+    def text(self):
+        self.echo("deflate " * 128, name="deflate1k")
+
+
 class Subprotocol(Echoes):
     host = PLAIN + "/subprotocol"
     subprotocols = ("v1.unknown", "chat.wslocust")
@@ -130,14 +139,17 @@ class Wss(Echoes):
     def binary(self):
         self.echo(bytes({MIB}), name="wss_binary1m")
 """
-PLAIN_PATHS = ("/text64", "/binary64", "/text1m", "/binary1m", "/push", "/server-ping", "/client-ping", "/subprotocol")
-PLAIN_NAMES = {"connect", "echo", "binary64", "text1m", "binary1m", "ping", "subprotocol"}
+PLAIN_PATHS = (
+    "/text64", "/binary64", "/text1m", "/binary1m", "/push", "/server-ping", "/client-ping", "/subprotocol", "/deflate"
+)  # fmt: skip
+PLAIN_NAMES = {"connect", "echo", "binary64", "text1m", "binary1m", "ping", "subprotocol", "deflate1k"}
 # Where each request name's messages went, and what they were.
 ECHOED = {  # request name: (path, "text" or "binary", bytes each)
     "echo": ("/text64", "text", 64),
     "binary64": ("/binary64", "binary", 64),
     "text1m": ("/text1m", "text", MIB),
     "binary1m": ("/binary1m", "binary", MIB),
+    "deflate1k": ("/deflate", "text", 1024),
     "subprotocol": ("/subprotocol", "text", len("chat.wslocust")),
 }
 
@@ -246,6 +258,21 @@ def test_every_count_of_the_plain_run_equals_the_real_servers_own(interop):
     assert s["bytes_sent"] == sum(path.get("bytes_received", 0) for path in counts.values())
     assert s["bytes_received"] == sum(path.get("bytes_sent", 0) for path in counts.values())
     assert (s["timed_out"], s["lost"], s["in_flight"]) == (0, 0, 0)
+
+
+def test_compression_is_used_where_the_server_accepts_it_and_the_results_say_so(interop, request):
+    # websockets accepts permessage-deflate (and says so in its counts); tornado, by default, declines:
+    # the same user then runs uncompressed, and the results have no compression line.
+    counts, stderr = interop.counts["/deflate"], interop.plain.stderr
+    line = re.search(r"^  compression  permessage-deflate on (\d+) connects?: (.*)$", stderr, re.MULTILINE)
+    if "websockets" in request.node.callspec.id:
+        assert counts["permessage-deflate"] == 1, counts
+        assert line is not None and line[1] == "1", stderr[-3000:]
+        sent = re.search(r"([\d.]+ [KM]?B) of messages sent took ([\d.]+ [KM]?B) on the wire \((\d+)%\)", line[2])
+        assert sent is not None and int(sent[3]) < 25, line[0]
+    else:
+        assert "permessage-deflate" not in counts, counts
+        assert line is None, line
 
 
 def test_the_plain_run_ends_on_time_and_cleanly(interop):

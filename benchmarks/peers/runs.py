@@ -101,7 +101,7 @@ def measure_run(variant: str, plan: Plan, server: Server, prefix: list[str], wor
 
     Returns:
         The run's figures: ``server_msgs_per_s``, ``msgs_per_generator_cpu_s``,
-        ``generator_cpu_share``, ``server_cpu_share``, ``server_cpu_us_per_msg``,
+        ``generator_cpu_share``, ``server_cpu_share``, ``server_cpu_us_per_msg``, ``server_wakeups_per_msg``,
         ``generator_peak_rss``, ``connections_open``, ``ramp_s``...
 
     Raises:
@@ -147,7 +147,13 @@ def _edge(server: Server, tree: ProcessTree) -> dict[str, Any]:
     stats = server.stats()
     if stats is None:
         raise RuntimeError("the server's /stats did not answer")
-    return {"time": time.monotonic(), "stats": stats, "cpu": tree.cpu_seconds(), "server_cpu": server.cpu_seconds()}
+    return {
+        "time": time.monotonic(),
+        "stats": stats,
+        "cpu": tree.cpu_seconds(),
+        "server_cpu": server.cpu_seconds(),
+        "server_wakeups": server.wakeups(),
+    }
 
 
 def _figures(
@@ -174,5 +180,8 @@ def _figures(
         "msgs_per_generator_cpu_s": round(messages / cpu, 1) if cpu > 0 else None,
         "server_cpu_share": round(server_cpu / window, 4),
         "server_cpu_us_per_msg": round(server_cpu / messages * 1e6, 1) if messages else None,
+        "server_wakeups_per_msg": round((after["server_wakeups"] - before["server_wakeups"]) / messages, 3)
+        if messages
+        else None,
         "generator_peak_rss": peak_rss,
     }

@@ -207,12 +207,14 @@ def _table(part: str, plan: Plan, rounds: int) -> tuple[str, tuple[Column, ...],
         VARIANT_COLUMN, Column("rounds", "rounds"), Column("open", "connections_open"), Column("ramp s", "ramp_s", "f1"),
         Column("peak MB", "generator_peak_rss", "mb"), Column("hold CPU %", "generator_cpu_share", "pct"),
         Column("srv msgs/s", "server_msgs_per_s", "f1"), Column("srv %", "server_cpu_share", "pct"),
-        Column("srv us/msg", "server_cpu_us_per_msg", "f1"), Column("x RSS", "rss_vs_smallest_peer", "f2"),
+        Column("srv us/msg", "server_cpu_us_per_msg", "f1"), Column("srv wakeups/msg", "server_wakeups_per_msg", "f2"),
+        Column("x RSS", "rss_vs_smallest_peer", "f2"),
         Column("x CPU", "cpu_vs_cheapest_peer", "f2"), Column("x srv", "server_cpu_vs_lowest_peer", "f2"),
     )  # fmt: skip
     notes = (
         "peak MB: peak RSS of the tool's whole process tree over the run; hold CPU %: its CPU per second of the\n"
-        "window; srv us/msg: the server's CPU per echo it sent. x RSS / x CPU / x srv: the median over the rounds\n"
+        "window; srv us/msg: the server's CPU per echo it sent; srv wakeups/msg: how often per echo its event loop\n"
+        "slept and was woken (1.0: each message reached it alone). x RSS / x CPU / x srv: the median over the rounds\n"
         "of peak RSS, hold CPU and server CPU per echo against the lowest peer of the same round."
     )
     return title, columns, notes
@@ -237,9 +239,19 @@ def _verdict(part: str, rows: list[dict[str, Any]]) -> str:
         )
     rss_mb = user["generator_peak_rss"] / 2**20
     cpu, server = user.get("cpu_vs_cheapest_peer"), user.get("server_cpu_vs_lowest_peer")
-    return (
+    verdict = (
         f"\ntarget 3: wslocust-user peak RSS {rss_mb:.0f} MB (target <= {TARGET_RSS_MB} MB): "
         f"{met(rss_mb, TARGET_RSS_MB, True)}; hold CPU x{cpu} the cheapest peer's (target <= "
         f"{TARGET_CPU_VS_CHEAPEST}): {met(cpu, TARGET_CPU_VS_CHEAPEST, True)}; server CPU per echo x{server} "
         f"the lowest peer's (target <= 1.0): {met(server, 1.0, True)}"
     )
+    peers = [row for row in rows if row["variant"] in PEERS and row.get("server_cpu_us_per_msg")]
+    lowest = min(peers, key=lambda row: row["server_cpu_us_per_msg"], default=None)
+    if server is not None and server > 1.0 and lowest is not None:
+        # The reason, when the server pays more for wslocust's traffic: how its messages reach the server.
+        verdict += (
+            f"\n  the server's event loop woke {user.get('server_wakeups_per_msg')} times per echo for wslocust-user, "
+            f"{lowest.get('server_wakeups_per_msg')} for {lowest['variant']}: messages spread over the interval "
+            "reach it one by one, messages sent in lockstep reach it in batches that one wake-up serves"
+        )
+    return verdict

@@ -56,6 +56,8 @@ async def handle(connection: ServerConnection) -> None:
     path = connection.request.path
     COUNTS.add(path, "connections")
     COUNTS.add(path, f"subprotocol {connection.subprotocol or 'none'}")
+    for extension in connection.protocol.extensions:  # what the server agreed to, by its own account
+        COUNTS.add(path, extension.name)
     background = asyncio.create_task(push_or_ping(connection, path, Plan(path)))
     try:
         async for message in connection:

@@ -344,11 +344,21 @@ def _head_opcode(head: int) -> Opcode | None:
     return opcode
 
 
+def _head_opcode_rsv1(head: int) -> Opcode | None:
+    # The same with permessage-deflate negotiated (RFC 7692 §6): RSV1 marks the first frame
+    # of a compressed message, so it may be set on a text or binary frame, never on a
+    # continuation or control frame.
+    if head & 0x70 == 0x40 and head & 0x0F in (OP_TEXT, OP_BINARY):
+        return Opcode(head & 0x0F)
+    return _head_opcode(head)
+
+
 # One tuple lookup both validates the first header byte and turns its opcode
 # into an enum member, far cheaper than bit tests plus Opcode(n) per frame.
 _HEAD_TABLE: tuple[Opcode | None, ...] = tuple(
     _head_opcode(head) for head in range(256)
 )
+_HEAD_TABLE_RSV1: tuple[Opcode | None, ...] = tuple(_head_opcode_rsv1(head) for head in range(256))
 
 _new_frame = tuple.__new__  # skips NamedTuple's Python-level __new__
 
@@ -362,7 +372,7 @@ class FrameParser:
     Incremental frame parser: feed it bytes as they arrive, get whole frames.
 
     It checks everything that can be checked frame by frame (§5.2, §5.5):
-    no reserved bits (no extension is ever negotiated), no reserved opcodes,
+    no reserved bits (but RSV1 when permessage-deflate is negotiated), no reserved opcodes,
     control frames that are final and at most 125 bytes, masking that matches
     the sender's side, sane lengths. Message-level rules (fragmentation
     order, UTF-8) belong to :class:`wslocust.codec.protocol.ClientProtocol`.
@@ -376,12 +386,14 @@ class FrameParser:
             oversized frame is never buffered.
         allow_masked: accept masked frames. A client must leave this False:
             a server must not mask (§5.1). Fake servers in tests set it True.
+        allow_rsv1: accept RSV1 on text and binary frames (permessage-deflate was
+            negotiated); the frames say it in their ``rsv1``.
     """
 
-    __slots__ = ("_allow_masked", "_buffer", "_error", "_max_size", "_need")
+    __slots__ = ("_allow_masked", "_allow_rsv1", "_buffer", "_error", "_heads", "_max_size", "_need")
 
     def __init__(
-        self, max_frame_size: int | None = None, *, allow_masked: bool = False
+        self, max_frame_size: int | None = None, *, allow_masked: bool = False, allow_rsv1: bool = False
     ) -> None:
         self._buffer = bytearray()
         # Bytes the buffer must hold before parsing can progress; lets a frame
@@ -389,6 +401,8 @@ class FrameParser:
         self._need = 2
         self._max_size = _NO_LIMIT if max_frame_size is None else max_frame_size
         self._allow_masked = allow_masked
+        self._allow_rsv1 = allow_rsv1
+        self._heads = _HEAD_TABLE_RSV1 if allow_rsv1 else _HEAD_TABLE
         self._error: FrameError | None = None
 
     def feed(self, data: bytes) -> list[Frame]:
@@ -423,11 +437,12 @@ class FrameParser:
         pos = 0
         end = len(data)
         need = 2
+        heads = self._heads
         try:
             while end - pos >= 2:
                 head = data[pos]
                 length = data[pos + 1]
-                opcode = _HEAD_TABLE[head]
+                opcode = heads[head]
                 if length < 126 and opcode is not None:
                     # An unmasked frame with a 7-bit length and a valid first
                     # byte: nearly every frame a server sends.
@@ -451,7 +466,7 @@ class FrameParser:
                         payload = _mask(payload, mask)
                 frames.append(
                     _new_frame(
-                        Frame, (opcode, payload, head >= 0x80, False, False, False)
+                        Frame, (opcode, payload, head >= 0x80, head & 0x40 == 0x40, False, False)
                     )
                 )
                 pos = stop
@@ -473,8 +488,10 @@ class FrameParser:
         # where it would end, past ``end``, and the other values are dummies.
         head = data[pos]
         second = data[pos + 1]
-        opcode = _HEAD_TABLE[head]
+        opcode = self._heads[head]
         if opcode is None:
+            if head & 0x70 == 0x40 and self._allow_rsv1:
+                raise FrameError(CloseCode.PROTOCOL_ERROR, "RSV1 on a continuation or control frame")
             if head & 0x70:
                 raise FrameError(CloseCode.PROTOCOL_ERROR, "reserved bits must be 0")
             if head & 0x0F not in _OPCODE_VALUES:

@@ -18,6 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from wslocust.codec.deflate import DeflateOffer, DeflateParameters, accept
 from wslocust.exceptions import ConfigurationError, HandshakeError
 from wslocust.redaction import is_secret_header, redact_text, redact_uri
 
@@ -27,6 +28,7 @@ __all__ = [
     "body_to_read",
     "build_request",
     "generate_key",
+    "negotiated_deflate",
     "parse_response",
     "validate_response",
 ]
@@ -100,6 +102,7 @@ def build_request(
     subprotocols: Sequence[str] = (),
     headers: Sequence[tuple[str, str]] = (),
     origin: str | None = None,
+    extensions: str | None = None,
 ) -> bytes:
     """
     Build the HTTP/1.1 upgrade request (RFC 6455 §4.1).
@@ -112,6 +115,8 @@ def build_request(
         subprotocols: the subprotocols to offer, by order of preference.
         headers: extra headers, sent in order after the handshake's own.
         origin: the Origin header value, if any (§4.1 item 8; §10.2).
+        extensions: the Sec-WebSocket-Extensions offer, if any (§4.1 item 9), e.g.
+            :meth:`wslocust.codec.deflate.DeflateOffer.header`.
 
     Returns:
         The request bytes, ending with the blank line.
@@ -139,6 +144,8 @@ def build_request(
             if not _TOKEN_STR.fullmatch(subprotocol):
                 raise ConfigurationError(f"invalid subprotocol: {subprotocol!r}")
         lines.append(f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}")
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {_check_value('Sec-WebSocket-Extensions', extensions)}")
     for name, value in headers:
         if not _TOKEN_STR.fullmatch(name):
             raise ConfigurationError(f"invalid header name: {name!r}")
@@ -294,7 +301,12 @@ def _body_line(response: Response, body: bytes, reason: str) -> str:
 
 
 def validate_response(
-    response: Response, key: str, subprotocols: Sequence[str] = (), *, body: bytes = b""
+    response: Response,
+    key: str,
+    subprotocols: Sequence[str] = (),
+    *,
+    body: bytes = b"",
+    deflate_offer: DeflateOffer | None = None,
 ) -> str | None:
     """
     Check that the server accepted the upgrade (RFC 6455 §4.1, items 1-6).
@@ -306,6 +318,8 @@ def validate_response(
         response: the parsed response.
         key: the Sec-WebSocket-Key that was sent.
         subprotocols: the subprotocols that were offered.
+        deflate_offer: the permessage-deflate offer sent, if any (:func:`negotiated_deflate` then
+            says what the server agreed).
         body: what was read of the body of a rejection (see :func:`body_to_read`): its first line
             ends the message, in parentheses, as a close reason does ("HTTP 400 Bad Request
             (missing Sec-WebSocket-Protocol)"), redacted as every message is.
@@ -344,11 +358,8 @@ def validate_response(
         raise HandshakeError("missing Sec-WebSocket-Accept", status, "Sec-WebSocket-Accept")
     if accept.strip() != accept_value(key):
         raise HandshakeError("wrong Sec-WebSocket-Accept", status, "Sec-WebSocket-Accept")
-    # §4.1 item 5: we offer no extension, so the server may select none.
-    extensions = _tokens(response.header("Sec-WebSocket-Extensions"))
-    if extensions:
-        name = extensions[0].split(";")[0].strip()
-        raise HandshakeError(f"server selected an unrequested extension: {name}", status, "Sec-WebSocket-Extensions")
+    # §4.1 item 5: only an extension offered may be selected.
+    negotiated_deflate(response, deflate_offer)
     # §4.1 item 6: at most one subprotocol, and one that we offered.
     selected = response.header("Sec-WebSocket-Protocol")
     if selected is None:
@@ -361,3 +372,26 @@ def validate_response(
             f"server selected an unrequested subprotocol: {selected}", status, "Sec-WebSocket-Protocol"
         )
     return selected
+
+
+def negotiated_deflate(response: Response, offer: DeflateOffer | None) -> DeflateParameters | None:
+    """
+    The permessage-deflate parameters the server agreed to in its 101 response (RFC 7692 §5), or
+    None when it selected no extension.
+
+    Raises:
+        HandshakeError: it selected an extension that was not offered, or answered the offer with
+            parameters RFC 7692 does not allow (the message names the parameter).
+    """
+    answer = response.header("Sec-WebSocket-Extensions")
+    if answer is None or not answer.strip():
+        return None
+    if offer is None:
+        name = answer.split(",")[0].split(";")[0].strip()
+        raise HandshakeError(
+            f"server selected an unrequested extension: {name}", response.status, "Sec-WebSocket-Extensions"
+        )
+    try:
+        return accept(answer, offer)
+    except ValueError as exc:
+        raise HandshakeError(str(exc), response.status, "Sec-WebSocket-Extensions") from None

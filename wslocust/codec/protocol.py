@@ -26,6 +26,7 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import TypeAlias
 
+from wslocust.codec.deflate import Deflate, Inflated
 from wslocust.codec.frames import (
     OP_BINARY,
     OP_CLOSE,
@@ -156,6 +157,7 @@ _HEAD_BINARY = 0x80 | OP_BINARY
 _HEAD_CLOSE = 0x80 | OP_CLOSE
 _HEAD_PING = 0x80 | OP_PING
 _HEAD_PONG = 0x80 | OP_PONG
+_RSV1 = 0x40  # the first frame of a compressed message (RFC 7692 §6)
 
 
 class ClientProtocol:
@@ -180,6 +182,9 @@ class ClientProtocol:
             same speed either way.
         mask_key: returns a fresh 4-byte masking key for each frame sent
             (§5.3); tests pass a constant to get deterministic bytes.
+        deflate: the connection's permessage-deflate state when the handshake
+            negotiated it (RFC 7692): every data message sent is compressed, and
+            received messages with RSV1 are inflated (at most ``max_message_size``).
 
     Attributes:
         state: :data:`OPEN`, then :data:`CLOSING` once a close frame was sent
@@ -193,8 +198,10 @@ class ClientProtocol:
     """
 
     __slots__ = (
+        "_deflate",
         "_errors",
         "_failed",
+        "_fragment_compressed",
         "_fragment_opcode",
         "_fragment_size",
         "_fragments",
@@ -215,16 +222,24 @@ class ClientProtocol:
         max_message_size: int | None = 2**20,
         validate_utf8: bool = True,
         mask_key: Callable[[], bytes] = random_mask,
+        deflate: Deflate | None = None,
     ) -> None:
         # A frame can never be larger than its message, so the parser rejects
-        # an oversized single frame from its header, before buffering it.
-        self._parser = FrameParser(max_message_size)
+        # an oversized single frame from its header, before buffering it (a
+        # compressed one may be a little larger than its message: incompressible
+        # data gains a few bytes per block).
+        frame_limit = max_message_size
+        if deflate is not None and max_message_size is not None:
+            frame_limit = max_message_size + max_message_size // 256 + 64
+        self._parser = FrameParser(frame_limit, allow_rsv1=deflate is not None)
+        self._deflate = deflate
         self._max_size = max_message_size
         self._errors = "strict" if validate_utf8 else "surrogateescape"
         self._mask_key = mask_key
         self._outgoing: list[bytes] = []
         # The message being reassembled from fragments (§5.4), if any.
         self._fragment_opcode: Opcode | None = None
+        self._fragment_compressed = False
         self._fragments: list[bytes] = []
         self._fragment_size = 0
         self._failed = False
@@ -234,6 +249,11 @@ class ClientProtocol:
         self.close_code: int | None = None
         self.close_reason = ""
         self.close_received = False
+
+    @property
+    def validates_utf8(self) -> bool:
+        """Whether text messages must be valid UTF-8 (``validate_utf8``)."""
+        return self._errors == "strict"
 
     @property
     def close_sent(self) -> bool:
@@ -272,8 +292,8 @@ class ClientProtocol:
         except FrameError as exc:
             frames = exc.frames
             error = exc
-        for opcode, payload, fin, _, _, _ in frames:
-            if opcode is OP_TEXT and fin and self._fragment_opcode is None:
+        for opcode, payload, fin, rsv1, _, _ in frames:
+            if opcode is OP_TEXT and fin and not rsv1 and self._fragment_opcode is None:
                 # The hot path: an unfragmented message, whose size the
                 # parser already checked.
                 try:
@@ -281,9 +301,9 @@ class ClientProtocol:
                 except UnicodeDecodeError:
                     self._fail(events, CloseCode.INVALID_DATA, _INVALID_UTF8)
                     return events
-            elif opcode is OP_BINARY and fin and self._fragment_opcode is None:
+            elif opcode is OP_BINARY and fin and not rsv1 and self._fragment_opcode is None:
                 events.append(payload)
-            elif not self._receive_frame(events, opcode, payload, fin):
+            elif not self._receive_frame(events, opcode, payload, fin, rsv1):
                 return events
         if error is not None:
             self._fail(events, error.code, error.reason)
@@ -343,6 +363,8 @@ class ClientProtocol:
             raise self._closed_error()
         if isinstance(data, str):
             data = data.encode("utf-8")
+        if self._deflate is not None:
+            return _serialize_masked(_HEAD_TEXT | _RSV1, self._deflate.compress(data), self._mask_key())
         return _serialize_masked(_HEAD_TEXT, data, self._mask_key())
 
     def send_binary(self, data: bytes) -> bytes:
@@ -360,6 +382,8 @@ class ClientProtocol:
         """
         if self.state is not OPEN:
             raise self._closed_error()
+        if self._deflate is not None:
+            return _serialize_masked(_HEAD_BINARY | _RSV1, self._deflate.compress(data), self._mask_key())
         return _serialize_masked(_HEAD_BINARY, data, self._mask_key())
 
     def send_fragments(
@@ -392,6 +416,10 @@ class ClientProtocol:
             data = data.encode("utf-8")
         mask_key = self._mask_key
         opcode: int = OP_BINARY if binary else OP_TEXT
+        if self._deflate is not None:
+            # The message is compressed whole, then cut; RSV1 on its first frame only (RFC 7692 §6.1).
+            data = self._deflate.compress(data)
+            opcode |= _RSV1
         parts = []
         # An empty message still needs one (final) frame.
         starts = range(0, len(data), fragment_size) or range(1)
@@ -480,7 +508,7 @@ class ClientProtocol:
         return connection_closed(code, self.close_reason)
 
     def _receive_frame(
-        self, events: list[Event], opcode: Opcode, payload: bytes, fin: bool
+        self, events: list[Event], opcode: Opcode, payload: bytes, fin: bool, compressed: bool = False
     ) -> bool:
         # Everything but an unfragmented data message. Returns False when the
         # connection failed or closed and the remaining frames must be dropped.
@@ -513,8 +541,9 @@ class ClientProtocol:
                 events, CloseCode.PROTOCOL_ERROR, "expected a continuation frame"
             )
         else:
-            # The first fragment; unfragmented messages took the fast path.
+            # The first fragment (or a whole compressed message); other unfragmented messages took the fast path.
             self._fragment_opcode = opcode
+            self._fragment_compressed = compressed
             self._fragment_size = len(payload)
             self._fragments = [payload]
         # The parser checks each frame; the limit applies to the message.
@@ -524,10 +553,17 @@ class ClientProtocol:
             )
         if not fin:
             return True
-        message = b"".join(self._fragments)
+        message = b"".join(self._fragments) if len(self._fragments) > 1 else self._fragments[0]
         opcode = self._fragment_opcode
         self._fragment_opcode = None
         self._fragments = []
+        if self._fragment_compressed:
+            assert self._deflate is not None  # RSV1 parses only once deflate was negotiated
+            try:
+                message = self._deflate.decompress(message)
+            except Inflated as exc:
+                code = CloseCode.MESSAGE_TOO_BIG if exc.too_big else CloseCode.INVALID_DATA
+                return self._fail(events, code, exc.reason)
         if opcode is OP_BINARY:
             events.append(message)
             return True

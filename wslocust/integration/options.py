@@ -17,12 +17,14 @@ command line). In ``--help`` they form one "wslocust" group:
 - ``--ws-thresholds EXPRESSIONS`` (``WS_THRESHOLDS``) and ``--ws-thresholds-abort``
   (``WS_THRESHOLDS_ABORT``): pass/fail criteria (:mod:`wslocust.reporting.thresholds`);
 - ``--ws-message-interval MS`` (``MESSAGE_INTERVAL``): the periodic messages' interval;
+- ``--ws-compression deflate|off`` (``WS_COMPRESSION``): permessage-deflate, over the user classes'
+  ``compression``;
 - ``--ws-embedded-port PORT`` (``WS_EMBEDDED_PORT``): the port of the embedded reference server;
 - ``--ws-control-token TOKEN`` (``WS_CONTROL_TOKEN``): the token the ``ErrorRecovery`` experiment sends
   with its ``POST /faults`` to a reference server in another process (:data:`CONTROL_TOKEN_OPTION`);
 - ``--ws-tls-ca-file PEM`` (``WS_TLS_CA_FILE``), ``--ws-tls-cert-file PEM`` (``WS_TLS_CERT_FILE``) and
   ``--ws-tls-key-file PEM`` (``WS_TLS_KEY_FILE``): the CA bundle to trust and the client certificate of
-  mutual TLS, over the user classes' ``tls_*`` settings (:data:`TLS_FILE_OPTIONS`);
+  mutual TLS, over the user classes' ``tls_*`` settings (:mod:`wslocust.integration.connection_options`);
 - ``WORKERS``: Locust's ``--processes``, the number of worker processes.
 
 The scenario options and the message interval are also fields of the web
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wslocust.exceptions import ConfigurationError
+from wslocust.integration.connection_options import add_connection_options
 from wslocust.locust_compat import name_option_errors, show_in_web_ui
 from wslocust.run.schedule import PROFILES, Profile
 from wslocust.run.settings import check_message_scaling, check_time_scale, message_interval, parse_number
@@ -53,7 +56,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTROL_TOKEN_OPTION",
     "EMBEDDED_PORT",
-    "TLS_FILE_OPTIONS",
     "add_options",
     "given",
     "option_flag",
@@ -69,24 +71,6 @@ CONTROL_TOKEN_OPTION = ("--ws-control-token", "WS_CONTROL_TOKEN")
 """(flag, environment variable) of the reference server's control token, read as
 ``parsed_options.ws_control_token`` by :mod:`wslocust.integration.recovery`; the same variable as
 ``wslocust serve``'s, so that one Kubernetes Secret gives it to both."""
-
-TLS_FILE_OPTIONS = {
-    "tls_ca_file": ("--ws-tls-ca-file", "WS_TLS_CA_FILE"),
-    "tls_cert_file": ("--ws-tls-cert-file", "WS_TLS_CERT_FILE"),
-    "tls_key_file": ("--ws-tls-key-file", "WS_TLS_KEY_FILE"),
-}
-"""The TLS file options by the ``WebSocketUser`` setting each one overrides: (flag, environment variable). Their
-files are checked at start (:mod:`wslocust.integration.target`), with the user classes' own."""
-
-_TLS_FILE_HELP = {
-    "tls_ca_file": "PEM file of the CA certificates that wss:// servers' certificates must chain to, instead of "
-    "the system's (a private CA). Overrides the user classes' tls_ca_file.",
-    "tls_cert_file": "PEM file of the client certificate presented to wss:// servers that ask for one (mutual "
-    "TLS); it may hold the key too. Overrides the user classes' tls_cert_file.",
-    "tls_key_file": "PEM file of the unencrypted private key of the client certificate, when that file does not "
-    "hold it. Overrides the user classes' tls_key_file.",
-}
-
 
 # Value checks -----------------------------------------------------------------------
 #
@@ -330,9 +314,7 @@ def add_options(parser: Any) -> None:
         help="Control token of the target's reference server (its --control-token / WS_CONTROL_TOKEN), sent "
         "with the POST /faults of an ErrorRecovery run. Better given as WS_CONTROL_TOKEN than on the command line.",
     )
-    for field, (flag, env) in TLS_FILE_OPTIONS.items():
-        # Checked at start, together (a key must match its certificate): not by an argparse type.
-        group.add_argument(flag, env_var=env, default=None, metavar="PEM", help=_TLS_FILE_HELP[field])
+    add_connection_options(group)
     name_option_errors(parser, group, {"WORKERS": "WORKERS / --processes"})  # "wslocust: ENV / --flag: ..."
     _map_workers_to_processes(parser)
 

@@ -21,7 +21,8 @@ from locust.runners import MasterRunner
 from wslocust.codec.handshake import build_request, generate_key
 from wslocust.codec.uri import parse_uri
 from wslocust.exceptions import ConfigurationError
-from wslocust.integration.options import EMBEDDED_PORT, TLS_FILE_OPTIONS
+from wslocust.integration.connection_options import TLS_FILE_OPTIONS
+from wslocust.integration.options import EMBEDDED_PORT
 from wslocust.integration.startup import stop_at_start
 from wslocust.redaction import conceal_uri
 from wslocust.run.state import RunState
@@ -29,6 +30,7 @@ from wslocust.server import ServerConfig, create_server
 from wslocust.transport.proxy import Proxy
 from wslocust.transport.tls import TlsFileError, TlsFiles, ssl_context
 from wslocust.user import WebSocketUser
+from wslocust.user.connecting import compression_offer
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -68,7 +70,8 @@ def set_up_target(environment: Environment, state: RunState) -> None:
 def _check_user_classes(environment: Environment, *, check_host: bool) -> None:
     """
     Stop at start, with one line, on a WebSocketUser's invalid ``host``, ``proxy``, ``headers``,
-    ``subprotocols``, ``origin`` or TLS file, rather than fail every connection attempt of every user.
+    ``subprotocols``, ``origin``, compression setting or TLS file, rather than fail every connection
+    attempt of every user.
     """
     for user_class in environment.user_classes:
         if not (isinstance(user_class, type) and issubclass(user_class, WebSocketUser)):
@@ -93,6 +96,10 @@ def _check_user_classes(environment: Environment, *, check_host: bool) -> None:
             )
         except ConfigurationError as exc:
             stop_at_start(environment, f"wslocust: {user_class.__name__}: {exc}")
+        try:
+            compression_offer(user_class, environment.parsed_options)
+        except ConfigurationError as exc:
+            stop_at_start(environment, f"wslocust: {user_class.__name__}.{exc}")
         _check_tls_files(environment, user_class)
 
 

@@ -22,7 +22,6 @@ exactly as before.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import locust.stats
@@ -54,16 +53,25 @@ def bucket_response_time(response_time: float) -> int | float:
     3400). Keys are exact decimal roundings, so the same value always lands in the
     same key, on any worker.
     """
+    global _last_time, _last_key
+    if response_time == _last_time:  # Locust logs each response time twice: its name's and the total's
+        return _last_key
     if response_time >= TENTHS_BELOW_MS:
-        return locust_bucket_response_time(response_time)
-    if response_time >= FINE_BELOW_MS:
-        return round(response_time, 1)
-    if response_time <= 0:
-        return 0
-    if response_time < _SMALLEST_MS:
-        return _SMALLEST_MS
-    digits = 1 - math.floor(math.log10(response_time))
-    return round(response_time, min(digits, 3))
+        key: int | float = locust_bucket_response_time(response_time)
+    elif response_time >= FINE_BELOW_MS:
+        key = round(response_time, 1)
+    elif response_time <= 0:
+        key = 0
+    elif response_time < _SMALLEST_MS:
+        key = _SMALLEST_MS
+    else:  # two significant digits, at most three decimals
+        key = round(response_time, 1 if response_time >= 1 else 2 if response_time >= 0.1 else 3)
+    _last_time, _last_key = response_time, key
+    return key
+
+
+_last_time: float = -1.0
+_last_key: int | float = 0
 
 
 # What prints response times, with their decimals -------------------------------------------

@@ -242,6 +242,25 @@ def _timing_lines(totals: dict[str, Any]) -> list[str]:
     return [line]
 
 
+def _compression_lines(t: dict[str, int]) -> list[str]:
+    """The results line of permessage-deflate, when connections negotiated it: the payload against the wire."""
+    connects = t.get("deflate_connects", 0)
+    if not connects:
+        return []
+
+    def share(wire: int, payload: int) -> str:
+        return f" ({wire / payload:.0%})" if payload else ""
+
+    out, out_wire = t["deflate_payload_sent"], t["deflate_wire_sent"]
+    into, into_wire = t["deflate_payload_received"], t["deflate_wire_received"]
+    line = (
+        f"  compression  permessage-deflate on {connects:,} connect{'s' if connects != 1 else ''}: "
+        f"{format_bytes(out)} of messages sent took {format_bytes(out_wire)} on the wire{share(out_wire, out)}, "
+        f"{format_bytes(into)} received took {format_bytes(into_wire)}{share(into_wire, into)}"
+    )
+    return [line]
+
+
 def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dict[str, Any] | None) -> list[str]:
     """The WebSocket results block printed at the end of a run."""
     aggregate = snapshot["aggregate"]
@@ -265,6 +284,7 @@ def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dic
             if t["sends_late"]
             else ""
         ),
+        *_compression_lines(t),
         f"  latency      {_round_trip(round_trip)} (whole run)",
         *_timing_lines(t),
         _event_loop_line(aggregate.get("loop_lag"), snapshot["mode"] == "master"),

@@ -82,6 +82,17 @@ class WsCounters:
     timestamps off (``WebSocketUser.kernel_timestamps``), another system than Linux, a segment that came
     before the option took effect, or a wall-clock step."""
 
+    deflate_connects: int = 0
+    """Connections opened with permessage-deflate negotiated (``WebSocketUser.compression``)."""
+    deflate_payload_sent: int = 0
+    """Payload bytes of the messages sent compressed, before compression (also in ``bytes_sent``)."""
+    deflate_wire_sent: int = 0
+    """The same messages' payload bytes as sent, compressed."""
+    deflate_payload_received: int = 0
+    """Payload bytes of the compressed messages received, inflated (also in ``bytes_received``)."""
+    deflate_wire_received: int = 0
+    """The same messages' payload bytes as received, compressed."""
+
     def merge(self, other: WsCounters) -> WsCounters:
         """Add ``other`` into this one and return it; associative and commutative."""
         for field in fields(self):

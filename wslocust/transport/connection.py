@@ -37,6 +37,7 @@ import gevent.event
 import gevent.lock
 from gevent import socket as gsocket
 
+from wslocust.codec.deflate import Deflate, DeflateOffer, DeflateParameters
 from wslocust.codec.protocol import OPEN, ClientProtocol, Close, Failure, Ping, Pong
 from wslocust.codec.uri import WsURI
 from wslocust.exceptions import ConnectionClosed, ConnectionFailed, connection_closed
@@ -94,10 +95,14 @@ class Connection(FrameWriter):
         close_timeout: float = 2.0,
         kernel_timestamps: bool = True,
         timing: TimingCounts | None = None,
+        compression_counts: Any = None,
     ) -> None:
         self.uri = uri
         self.subprotocol: str | None = None
         """The subprotocol the server selected, if any."""
+        self.compression: DeflateParameters | None = None
+        """The permessage-deflate parameters the server agreed to, once open with an offer it accepted."""
+        self._compression_counts = compression_counts  # where compressed messages' sizes are added (WsCounters)
         self.bytes_sent = 0
         """Wire bytes written: frames with their headers."""
         self.bytes_received = 0
@@ -146,6 +151,7 @@ class Connection(FrameWriter):
         tls_files: TlsFiles | None = None,
         source_address: tuple[str, int] | None = None,
         proxy: Proxy | None = None,
+        compression: DeflateOffer | None = None,
     ) -> None:
         """
         Connect and upgrade.
@@ -159,6 +165,8 @@ class Connection(FrameWriter):
             tls_files: the CA bundle to trust and the client certificate of mutual TLS, for ``wss://``.
             source_address: local (address, port) to bind before connecting.
             proxy: an HTTP proxy to tunnel through with CONNECT (RFC 9110 §9.3.6).
+            compression: offer permessage-deflate (RFC 7692); when the server accepts, every message
+                sent is compressed and :attr:`compression` says what was agreed.
 
         Raises:
             ConnectError: DNS, refused, TLS or another socket error.
@@ -177,8 +185,20 @@ class Connection(FrameWriter):
             source_address=source_address,
             proxy=proxy,
             kernel_timestamps=self.kernel_timestamps,
+            compression=compression,
         )
         self.subprotocol, self._leftover = upgraded.subprotocol, upgraded.leftover
+        if upgraded.compression is not None:
+            assert compression is not None
+            counts = self._compression_counts
+            self._protocol = ClientProtocol(
+                max_message_size=self._max_message_size,
+                validate_utf8=self._protocol.validates_utf8,
+                deflate=Deflate(upgraded.compression, compression.level, self._max_message_size, counts),
+            )
+            self.compression = upgraded.compression
+            if counts is not None:
+                counts.deflate_connects += 1
         self.opened_at = upgraded.received_at
         self.opened_by_kernel = upgraded.timed_by_kernel
         if upgraded.timed_by_kernel:

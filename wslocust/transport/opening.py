@@ -21,6 +21,7 @@ from typing import NamedTuple
 import gevent
 
 from wslocust.codec import handshake
+from wslocust.codec.deflate import DeflateOffer, DeflateParameters
 from wslocust.codec.uri import WsURI
 from wslocust.exceptions import (
     ConnectError,
@@ -52,6 +53,8 @@ class Upgraded(NamedTuple):
     to that clock, or the time it was read where the kernel gave none."""
     timed_by_kernel: bool
     """Whether ``received_at`` is the kernel's receive time."""
+    compression: DeflateParameters | None
+    """The permessage-deflate parameters the server agreed to, if it accepted the offer."""
 
 
 def open_socket(
@@ -66,6 +69,7 @@ def open_socket(
     source_address: tuple[str, int] | None = None,
     proxy: Proxy | None = None,
     kernel_timestamps: bool = True,
+    compression: DeflateOffer | None = None,
 ) -> Upgraded:
     """
     Connect to ``uri`` and upgrade (the arguments are those of
@@ -104,7 +108,7 @@ def open_socket(
                 elif context is not None:  # without timestamps, today's SSLSocket (it reads the socket itself)
                     sock = context.wrap_socket(sock, server_hostname=uri.host)
                     stream = SocketStream(sock, False)
-                upgraded = _upgrade(stream, uri, headers, subprotocols, origin, deadline)
+                upgraded = _upgrade(stream, uri, headers, subprotocols, origin, compression, deadline)
             except BaseException:  # gevent.Timeout included
                 sock.close()
                 raise
@@ -170,6 +174,7 @@ def _upgrade(
     headers: Sequence[tuple[str, str]],
     subprotocols: Sequence[str],
     origin: str | None,
+    compression: DeflateOffer | None,
     deadline: gevent.Timeout,
 ) -> Upgraded:
     """The HTTP upgrade (RFC 6455 §4.1), within the connect timeout ``deadline``."""
@@ -181,6 +186,7 @@ def _upgrade(
         subprotocols=subprotocols,
         headers=headers,
         origin=origin,
+        extensions=compression.header() if compression is not None else None,
     )
     try:
         stream.send_all(request)
@@ -194,8 +200,9 @@ def _upgrade(
         raise
     response, leftover, received_at, timed_by_kernel = _read_response_head(stream)
     body = _rejection_body(stream, response, leftover, deadline) if response.status != 101 else b""
-    subprotocol = handshake.validate_response(response, key, subprotocols, body=body)
-    return Upgraded(stream, subprotocol, leftover, received_at, timed_by_kernel)
+    subprotocol = handshake.validate_response(response, key, subprotocols, body=body, deflate_offer=compression)
+    agreed = handshake.negotiated_deflate(response, compression)
+    return Upgraded(stream, subprotocol, leftover, received_at, timed_by_kernel, agreed)
 
 
 def _pending_tls_alert(stream: SocketStream | TlsStream) -> ssl.SSLError | None:

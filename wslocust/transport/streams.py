@@ -62,8 +62,15 @@ class SocketStream:
         recvmsg = sock._sock.recvmsg  # type: ignore[attr-defined]
         wait, read_event = sock._wait, sock._read_event  # type: ignore[attr-defined]
         layout_of = LAYOUTS.get
+        drained = False
 
         def receive(size: int) -> tuple[bytes, float | None]:
+            # A read shorter than asked for emptied the socket: the next one would only find it empty
+            # (an EAGAIN raised and caught, a wasted system call, per message in a closed loop), so it
+            # waits first.
+            nonlocal drained
+            if drained:
+                wait(read_event)
             while True:
                 try:
                     data, ancdata, _, _ = recvmsg(size, ANCILLARY_SIZE)
@@ -73,6 +80,7 @@ class SocketStream:
                 # Waited for outside the except clause: inside it, every idle connection would keep
                 # its BlockingIOError and traceback alive (and chain them to the GreenletExit of its stop).
                 wait(read_event)  # raises socket.timeout after the socket's timeout, EBADF when closed
+            drained = len(data) < size
             if ancdata:  # one message: the only option that adds any is ours
                 _, kind, stamp = ancdata[0]
                 layout = layout_of(kind)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import gevent
 from gevent import GreenletExit
 
+from wslocust.codec.deflate import DeflateOffer
 from wslocust.codec.handshake import build_request, generate_key
 from wslocust.codec.uri import WsURI, parse_uri
 from wslocust.exceptions import ConfigurationError, ConnectAborted
@@ -24,7 +25,7 @@ from wslocust.transport.tls import TlsFiles
 if TYPE_CHECKING:
     from locust.env import Environment
 
-__all__ = ["ConnectionOpening", "aborted_at_stop", "checked_headers"]
+__all__ = ["ConnectionOpening", "aborted_at_stop", "checked_headers", "compression_offer"]
 
 HeaderItems = Mapping[str, str] | Iterable[tuple[str, str]] | None
 """What ``headers`` and ``connect_headers()`` may be: a dict, (name, value) pairs, or None."""
@@ -92,6 +93,7 @@ class ConnectionOpening:
             "tls_files": self._tls_files(),
             "source_address": run_state(self.environment).next_source_address(),
             "proxy": proxy,
+            "compression": compression_offer(type(self), self.environment.parsed_options),
         }
         if self._session is not gevent.getcurrent() or not self._holding:
             connection.open(**options)  # _shutdown lets an upgrade under way finish
@@ -117,6 +119,28 @@ class ConnectionOpening:
         """The class's TLS files, each replaced by the run's ``--ws-tls-*`` option when that is given."""
         options = self.environment.parsed_options
         return TlsFiles(*(getattr(options, f"ws_{field}", None) or getattr(self, field) for field in TlsFiles._fields))
+
+
+def compression_offer(user_class: type, options: Any) -> DeflateOffer | None:
+    """
+    What ``user_class`` offers in its upgrades: its ``compression`` settings, ``--ws-compression`` /
+    ``WS_COMPRESSION`` over its ``compression``.
+
+    Raises:
+        ConfigurationError: ``compression`` is not ``"deflate"`` or None, or its window bits are not 9-15
+            (checked at start, :mod:`wslocust.integration.target`).
+    """
+    chosen = getattr(options, "ws_compression", None) if options is not None else None
+    if chosen is None:
+        chosen = getattr(user_class, "compression", None)
+        if chosen not in (None, "deflate"):
+            raise ConfigurationError(f"compression {chosen!r} is not valid: use 'deflate' or None")
+    if chosen in (None, "off"):
+        return None
+    return DeflateOffer(
+        window_bits=user_class.compression_window_bits,  # type: ignore[attr-defined]
+        context_takeover=bool(user_class.compression_context_takeover),  # type: ignore[attr-defined]
+    )
 
 
 def checked_headers(

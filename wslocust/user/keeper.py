@@ -96,6 +96,7 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
                 close_timeout=self.close_timeout,
                 kernel_timestamps=self.kernel_timestamps,
                 timing=self.counters,
+                compression_counts=self.counters,
             )
             attempts += 1
             headers, error = self._attempt_headers(attempts)  # the user's hook may block: not timed

@@ -154,6 +154,22 @@ class WebSocketUser(ConnectionKeeper, Receiving, SessionUser):
     ``SO_TIMESTAMPNS``): when their bytes reached the host, not when the event loop got round to reading
     them (``docs/measurement.md``). False: from the read, and ``wss://`` through ``ssl.SSLSocket``."""
 
+    # Compression ------------------------------------------------------------
+
+    compression: str | None = None
+    """``"deflate"``: offer permessage-deflate (RFC 7692) in every upgrade, as browsers do. When the server
+    accepts, every message is compressed both ways (``connection.compression`` says with what parameters)
+    and the results count the bytes on the wire beside the payload's. None: no offer.
+    ``--ws-compression`` / ``WS_COMPRESSION`` (``deflate`` or ``off``) overrides it."""
+
+    compression_window_bits: int = 15
+    """The largest LZ77 window (9-15 bits) offered for both directions; smaller windows keep less memory per
+    connection (zlib keeps about 2 ** (bits + 3) bytes per direction, 256 KiB at 15)."""
+
+    compression_context_takeover: bool = True
+    """Keep each direction's window from one message to the next (better compression of similar messages);
+    False offers ``client_no_context_takeover; server_no_context_takeover``: each message compressed alone."""
+
     # Reconnection -----------------------------------------------------------
 
     reconnect: bool = True
