@@ -136,7 +136,7 @@ def header(pinning_description: str, server_kind: str | None = None) -> str:
             return "not installed"
 
     packages = ", ".join(
-        f"{name} {installed(name)}" for name in ("locust", "gevent", "websocket-client", "wsaccel", "wslocust")
+        f"{name} {installed(name)}" for name in ("locust", "gevent", "websocket-client", "websockets", "wslocust")
     )
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     server = f"; server {server_kind}" if server_kind else ""

@@ -37,14 +37,14 @@ from wslocust.exceptions import ProtocolError
 MASK = bytes.fromhex("37fa213d")
 
 MASK_IMPLS = ["python"]
-if frames._XorMaskerSimple is not None:
-    MASK_IMPLS.insert(0, "wsaccel")
+if frames._apply_mask_c is not None:
+    MASK_IMPLS.insert(0, "websockets")
 
 
 @pytest.fixture(params=MASK_IMPLS)
 def mask_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test once with each masking implementation."""
-    impl = frames._apply_mask_c if request.param == "wsaccel" else frames._apply_mask_py
+    impl = frames._apply_mask_c if request.param == "websockets" else frames._apply_mask_py
     monkeypatch.setattr(frames, "_mask", impl)
     return str(request.param)
 
@@ -236,7 +236,7 @@ def test_apply_mask_rejects_bad_mask() -> None:
 def test_mask_implementations_agree(data: bytes, mask: bytes) -> None:
     expected = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
     assert frames._apply_mask_py(data, mask) == expected
-    if frames._XorMaskerSimple is not None:
+    if frames._apply_mask_c is not None:
         assert frames._apply_mask_c(data, mask) == expected
     assert apply_mask(apply_mask(data, mask), mask) == data
 

@@ -44,12 +44,12 @@ from wslocust.exceptions import (
 MASK = bytes.fromhex("37fa213d")
 
 
-@pytest.fixture(params=["wsaccel", "python"])
+@pytest.fixture(params=["websockets", "python"])
 def mask_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test once with each masking implementation."""
-    if request.param == "wsaccel":
-        if frames._XorMaskerSimple is None:
-            pytest.skip("wsaccel is not installed")
+    if request.param == "websockets":
+        if frames._apply_mask_c is None:
+            pytest.skip("websockets is built without its C extension")
         monkeypatch.setattr(frames, "_mask", frames._apply_mask_c)
     else:
         monkeypatch.setattr(frames, "_mask", frames._apply_mask_py)

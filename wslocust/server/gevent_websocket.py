@@ -31,11 +31,7 @@ from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
 
-try:
-    from wsaccel.xormask import XorMaskerSimple
-except ImportError:  # pragma: no cover - wsaccel is a declared dependency
-    XorMaskerSimple = None
-
+from ..codec.frames import apply_mask
 from ..redaction import redact_text
 
 if TYPE_CHECKING:
@@ -54,15 +50,6 @@ REFUSED_KEY = "wslocust.refused"
 _OPCODE_TEXT = WebSocket.OPCODE_TEXT
 _OPCODE_BINARY = WebSocket.OPCODE_BINARY
 _OPCODE_CLOSE = WebSocket.OPCODE_CLOSE
-
-
-def _unmask(payload: bytes, mask: bytes) -> bytes:
-    if XorMaskerSimple is not None:
-        return cast(bytes, XorMaskerSimple(mask).process(payload))
-    # gevent-websocket XORs byte by byte in Python; one big-int XOR is ~50x faster.
-    size = len(payload)
-    key = (mask * (size // 4 + 1))[:size]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
 
 
 def _is_valid_received_close_code(code: int) -> bool:
@@ -97,7 +84,7 @@ class ServerWebSocket(WebSocket):  # type: ignore[misc]
       replying to a client's close: the client read "by" as close code 25209.
     - a client close code 1012-1014 was answered with 1002.
     - unmasking and UTF-8 validation ran byte by byte in Python (validation
-      twice per message); here wsaccel unmasks and CPython's strict decoder
+      twice per message); here websockets' C code unmasks and CPython's strict decoder
       validates.
     - sends from several greenlets (echo, broadcast, drain) could interleave
       frames; a per-connection lock serialises them.
@@ -168,7 +155,7 @@ class ServerWebSocket(WebSocket):  # type: ignore[misc]
         payload = self.raw_read(header.length)
         if len(payload) != header.length:
             raise WebSocketError("unexpected EOF reading frame payload")
-        return header, _unmask(payload, header.mask)
+        return header, apply_mask(payload, header.mask)
 
     def validate_utf8(self, payload: bytes) -> None:
         # read_message then decodes the whole message with CPython's strict
