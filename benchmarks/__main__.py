@@ -26,7 +26,7 @@ from typing import Any
 
 from .measure import Context
 from .processes import log, plan_pinning, raise_open_files_limit, set_logs_directory, stop_all_children
-from .workloads import connect_rate, hold, hold_50k, latency_error, peers, scaling, throughput
+from .workloads import compression, connect_rate, hold, hold_50k, latency_error, peers, scaling, throughput
 
 __all__ = ["WORKLOADS", "main"]
 
@@ -38,6 +38,7 @@ WORKLOADS: dict[str, ModuleType] = {
     "hold-50k": hold_50k,
     "scaling": scaling,
     "peers": peers,
+    "compression": compression,
 }
 """Each module has ``add_arguments(parser)``, ``run(args, context) -> results`` and its docstring as help."""
 IN_ALL = ("throughput", "hold-10k", "connect-rate", "latency-error", "scaling")

@@ -19,11 +19,12 @@
 // once it accepts connections.
 //
 // Usage: node node_echo_server.js [--host 127.0.0.1] [--port 0] [--hold-ms 0]
-//                                 [--record-latency] [--record-messages]
+//                                 [--record-latency] [--record-messages] [--deflate]
 //   --hold-ms N        hold each echo N ms (setTimeout) before sending it
 //   --record-latency   record the times above (off by default: at 100,000
 //                      messages/s the recording itself costs the server CPU)
 //   --record-messages  also keep each message's record (implies --record-latency)
+//   --deflate          accept permessage-deflate (RFC 7692) from clients that offer it
 // Needs the "ws" package on NODE_PATH (benchmarks/servers.py installs it into
 // benchmarks/.node/ and sets NODE_PATH).
 
@@ -52,6 +53,7 @@ const port = number("--port", 0, 0);
 const holdMs = number("--hold-ms", 0, 0);
 const recordMessages = process.argv.includes("--record-messages");
 const recordLatency = recordMessages || process.argv.includes("--record-latency");
+const deflate = process.argv.includes("--deflate");
 
 const counters = {
   connections_opened: 0,
@@ -188,7 +190,13 @@ if (recordLatency) {
 }
 
 // No compression: the benchmark measures framing, not zlib.
-const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: 1 << 20 });
+// --deflate: accept permessage-deflate when a client offers it (ws's defaults: context takeover,
+// 15-bit windows, messages of 1 KiB and more compressed; threshold 0 here: every message).
+const wss = new WebSocketServer({
+  server,
+  perMessageDeflate: deflate ? { threshold: 0 } : false,
+  maxPayload: 1 << 20,
+});
 
 function echo(socket, data, isBinary, receivedAt, number) {
   if (socket.readyState !== socket.OPEN) {

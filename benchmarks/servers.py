@@ -142,7 +142,11 @@ def start_server(kind: str, pinning: Pinning, **node_options: Any) -> Server:
 
 
 def start_node_server(
-    pinning: Pinning, hold_ms: float = 0.0, record_latency: bool = False, record_messages: bool = False
+    pinning: Pinning,
+    hold_ms: float = 0.0,
+    record_latency: bool = False,
+    record_messages: bool = False,
+    deflate: bool = False,
 ) -> Server | None:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
@@ -156,6 +160,8 @@ def start_node_server(
         command.append("--record-latency")
     if record_messages:
         command.append("--record-messages")
+    if deflate:
+        command.append("--deflate")
     child = Child("node-server", command, env=env)
     url = _wait_listening(child)
     if url is None:

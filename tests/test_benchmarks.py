@@ -199,6 +199,25 @@ def test_latency_error_profile_prints_where_the_generator_spends_its_time(tmp_pa
     assert result["profiles"] and all(Path(path).exists() for path in result["profiles"])
 
 
+@needs_node
+def test_compression_measures_both_sides_with_and_without_deflate(tmp_path):
+    completed, results = run_benchmarks(
+        "compression", "--connections", "4", "--duration", "1", "--warmup", "0.5", "--hold-connections", "20",
+        "--interval", "0.5", "--hold", "2", "--logs", str(tmp_path),
+        timeout=240,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = {(r["variant"], r["part"]): r for r in results}
+    assert set(rows) == {(v, p) for v in ("wslocust-user", "wslocust-user-deflate") for p in ("closed loop", "hold")}
+    for key, result in rows.items():
+        assert "error" not in result, (key, result.get("error"))
+        assert result["server_messages"] > 0 and result["generator_failures"] == 0, key
+    # The deflating generator said what it negotiated: its results have the compression line.
+    outputs = "".join(path.read_text(errors="replace") for path in tmp_path.rglob("*") if path.is_file())
+    assert "compression  permessage-deflate on" in outputs
+    assert_all_gone(logged_pids(tmp_path))
+
+
 # The peers workload (issue 15): Tsung's and Artillery's configurations, and a missing peer skipped.
 
 

@@ -572,3 +572,37 @@ def test_a_stop_waits_only_for_replies_in_flight_on_an_open_connection(tmp_path,
     assert s["received"] == server.total("messages_sent") and s["sent"] == server.total("messages_received")
     assert_messages_add_up(result)
     assert_attempts_add_up(result)
+
+
+CUT_CLOSE = """
+import gevent
+from locust import constant, task
+
+from wslocust import WebSocketUser
+
+
+class Tasked(WebSocketUser):
+    host = HOST
+    close_timeout = 30  # the server never answers the close: this would be the wait
+    wait_time = constant(0)
+
+    @task
+    def busy(self):
+        gevent.sleep(0.5)  # in a task at the stop: Locust waits --stop-timeout for it, then kills the user
+"""
+
+
+def test_a_close_that_locust_cuts_short_at_the_stop_timeout_still_counts_as_closed(tmp_path):
+    # Locust lets the users finish their task, then kills them at --stop-timeout (1 s): here half-way through
+    # the close, whose answer never comes. Their connections are still the users' own closes (TCP dropped),
+    # counted once each, not lost from the totals.
+    server = FaultServer().start()
+    try:
+        locustfile = tmp_path / "cut_close.py"
+        locustfile.write_text(f"HOST = {server.url('/half-open')!r}\n" + CUT_CLOSE)
+        result = LocustRun(locustfile, 3, run_time=2, stop_timeout=1).wait()
+    finally:
+        server.stop()
+    assert_clean_exit(result, 2, expected_code=0)
+    s = result.summary
+    assert (s["connects"], s["disconnects"], result.users_closed) == (3, 0, 3), result.stderr[-3000:]

@@ -260,8 +260,10 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
             # A user without tasks: this greenlet received until Locust stopped it.
             if connection is not None and open_at_stop and not self._correlator.waiting() and not _overrides(self, "on_stop"):
                 # Nothing to wait for but the close: this greenlet reads it (a stop closes thousands at once).
-                connection.close_reading()
-                self.counters.closed += 1
+                try:
+                    connection.close_reading()
+                finally:  # counted also when Locust kills this greenlet half-way (--stop-timeout): the close is ours
+                    self.counters.closed += 1
                 open_at_stop = False
             elif connection is not None and open_at_stop:
                 # Another greenlet receives the last replies and the close while on_stop runs and we drain.
@@ -275,8 +277,10 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
                 self._drained.wait(self.close_timeout)
             lost = connection.closed
             if lost is None:
-                connection.close(timeout=max(0.0, deadline - perf_counter()))
-                self.counters.closed += 1
+                try:
+                    connection.close(timeout=max(0.0, deadline - perf_counter()))
+                finally:  # as above
+                    self.counters.closed += 1
             else:  # the server closed it (or it was lost) while the stop waited for the last replies
                 self.counters.disconnects += 1
                 self._fail("disconnect", lost)

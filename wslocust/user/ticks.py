@@ -24,7 +24,7 @@ from wslocust.user.state import ConnectionState
 if TYPE_CHECKING:
     from locust.env import Environment
 
-__all__ = ["SEND_SLACK", "PeriodicMessages"]
+__all__ = ["SEND_SLACK", "TICK_GRID", "PeriodicMessages"]
 
 perf_counter = time.perf_counter
 
@@ -32,6 +32,19 @@ SEND_SLACK = 0.002
 """Seconds a periodic message may leave before or after its tick and still be timed from its
 send: gevent's timers fire up to ~1 ms late (libev waits in whole milliseconds). A later send
 means the generator fell behind; it is counted in ``sends_late`` and timed from its tick."""
+
+
+TICK_GRID = 0.005
+"""Seconds of the grid that periodic ticks fall on (of the monotonic clock). Each connection's phase
+is random over its interval, then rounded up to the grid: the ticks of the connections that fall in
+one step leave in one wake-up of the event loop (one wait, one loop iteration) and reach the server
+in one of its own, instead of waking both sides once per message or two. At 2,000 messages a second
+a step holds ~10 messages; at 200, one at most, and nothing changes."""
+
+
+def on_grid(moment: float) -> float:
+    """``moment`` rounded up to the next step of :data:`TICK_GRID`."""
+    return math.ceil(moment / TICK_GRID) * TICK_GRID
 
 
 class PeriodicMessages(Messaging):
@@ -53,7 +66,7 @@ class PeriodicMessages(Messaging):
         if self._holding:
             interval = self._message_interval()
             self._interval = interval
-            self._next_tick = perf_counter() + random.uniform(0, interval or 3600.0)
+            self._next_tick = on_grid(perf_counter() + random.uniform(0, interval or 3600.0))
 
     def _message_interval(self) -> float:
         return self._unscaled_message_interval() * settings.message_time_scale(self.environment)
@@ -88,7 +101,7 @@ class PeriodicMessages(Messaging):
         if interval != self._interval:
             self._interval = interval
             # A new phase for each user, so that a stage change is no thundering herd.
-            self._next_tick = now + random.uniform(0, interval) if interval > 0 else now
+            self._next_tick = on_grid(now + random.uniform(0, interval)) if interval > 0 else now
 
     def _start_ticking(self) -> None:
         now = perf_counter()
@@ -101,7 +114,8 @@ class PeriodicMessages(Messaging):
             return
         self._follow_schedule(now)
         # Ticks missed while disconnected are not sent late in a burst.
-        self._next_tick = max(self._next_tick, now)
+        if self._next_tick < now:
+            self._next_tick = on_grid(now)
         self._arm_tick(now)
 
     def _stop_ticking(self) -> None:
