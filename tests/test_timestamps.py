@@ -446,3 +446,47 @@ def test_wss_close_ends_at_once_when_the_close_reply_and_close_notify_come_in_on
         assert took < 1.0, f"close waited {took:.2f} s for a TCP end that the server leaves to the client"
     finally:
         server.stop(timeout=1)
+
+
+def test_a_reply_whose_stamp_maps_before_its_send_is_timed_at_read_never_negative(server):
+    # The map from kernel stamps (the wall clock) to perf_counter() is measured now and then; a wall clock
+    # slewed or stepped since (a VM resumed from a snapshot did it here, in a 100,000-connection run) maps a
+    # reply before its request left: a negative round trip, which crashed Locust's console printer. Here
+    # the map is made wrong on purpose, by 50 ms, for the length of the test (no other way short of moving
+    # the machine's clock).
+    import locust
+    from locust import constant, task
+    from locust.env import Environment
+
+    from wslocust import WebSocketUser
+    from wslocust.run.state import run_state
+
+    class Echoing(WebSocketUser):
+        host = server.url
+        wait_time = constant(0.01)
+        ping_interval = 0.05
+
+        @task
+        def once(self):
+            self.echo("x")
+
+    clock = timestamps.shared_clock_map()
+    clock.measure()
+    saved = clock.offset, clock._next_refresh
+    clock.offset += 0.05  # every stamp now maps 50 ms early
+    clock._next_refresh = float("inf")
+    environment = Environment(user_classes=[Echoing], events=locust.events)
+    runner = environment.create_local_runner()
+    try:
+        runner.start(1, spawn_rate=10)
+        wait_for(lambda: environment.stats.get("echo", "WS").num_requests >= 5
+                 and environment.stats.get("ping", "WS").num_requests >= 2)  # fmt: skip
+    finally:
+        runner.quit()
+        clock.offset, clock._next_refresh = saved
+    for name in ("echo", "ping"):
+        entry = environment.stats.get(name, "WS")
+        assert entry.num_failures == 0 and entry.min_response_time >= 0, (name, entry.min_response_time)
+    # The echoes and pongs moved to the read's count (the 101 stays the kernel's: it needs no send time).
+    counters = run_state(environment).counters
+    assert counters.received_timed_at_read >= 7, counters

@@ -26,6 +26,8 @@ def format_ms(value: float | None) -> str:
     """
     if not value:
         return "0"
+    if value < 0:  # never a round trip; shown, not fatal to the printer that asked
+        return "-" + format_ms(-value)
     if value >= TENTHS_BELOW_MS:
         return f"{value:.0f}"
     if value >= FINE_BELOW_MS:

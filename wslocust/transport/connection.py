@@ -252,17 +252,7 @@ class Connection(FrameWriter):
         ``timeout`` for the server's close and TCP close, then release the socket.
         Closing a closed connection does nothing.
         """
-        self._closing = True
-        if self._closed is not None or self._sock is None:
-            self.abort()
-            return
-        try:
-            self._write(self._protocol.send_close(code, reason))
-            self._closed_event.wait(timeout)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.abort()  # also when the closing greenlet is killed while it waits
+        self._close(code, reason, lambda: self._closed_event.wait(timeout))
 
     def close_reading(self, code: int = 1000, reason: str = "") -> None:
         """
@@ -270,17 +260,20 @@ class Connection(FrameWriter):
         and dispatch, in this greenlet, what the server sent before its close, until it ends TCP
         (at most ``close_timeout``). No greenlet of its own: a stop closes thousands at once.
         """
+        self._close(code, reason, self.receive_forever)
+
+    def _close(self, code: int, reason: str, wait_for_the_server: Callable[[], object]) -> None:
         self._closing = True
         if self._closed is not None or self._sock is None:
             self.abort()
             return
         try:
             self._write(self._protocol.send_close(code, reason))
-            self.receive_forever()
+            wait_for_the_server()
         except ConnectionClosed:
             pass
         finally:
-            self.abort()
+            self.abort()  # also when the closing greenlet is killed while it waits
 
     def abort(self) -> None:
         """

@@ -217,10 +217,13 @@ class Messaging:
             except Exception:  # noqa: BLE001 - a message reply_key cannot parse is a server push
                 pending = None
         if pending is not None:
+            elapsed = received_at - pending.scheduled_at
+            if elapsed < 0:
+                elapsed = untrusted_stamp(counters, pending.scheduled_at)
             self._fire(
                 request_type="WS",
                 name=pending.name,
-                response_time=(received_at - pending.scheduled_at) * 1000,
+                response_time=elapsed * 1000,
                 response_length=size,
                 exception=None,
                 context={},
@@ -242,6 +245,18 @@ class Messaging:
             self.on_message(message)
         except Exception as exc:  # noqa: BLE001 - a bug in a hook must not take the connection down
             self._report_user_error(exc)
+
+
+def untrusted_stamp(counters: WsCounters, sent_at: float) -> float:
+    """
+    The round trip of a reply whose kernel receive time came out before its request left: the wall
+    clock that maps kernel stamps to ``perf_counter()`` moved (slewed, or stepped by a VM's resume)
+    since the map last measured it. No reply comes before its request: it is timed now, as a read
+    without a stamp is, and counted with those.
+    """
+    counters.received_timed_by_kernel -= 1
+    counters.received_timed_at_read += 1
+    return perf_counter() - sent_at
 
 
 def payload_size(payload: str | bytes) -> int:

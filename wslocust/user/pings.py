@@ -13,6 +13,7 @@ import gevent.event
 
 from wslocust.exceptions import ConnectionClosed, PingTimeout
 from wslocust.transport.connection import Connection
+from wslocust.user.messaging import untrusted_stamp
 
 __all__ = ["Pings"]
 
@@ -33,6 +34,7 @@ class Pings:
     # From the rest of WebSocketUser.
     ping_interval: float
     ping_timeout: float
+    counters: Any
     _fire: Any
     _pongs: dict[bytes, tuple[float, gevent.event.AsyncResult]]
     """Pings in flight on the current connection: data -> (sent at, woken by the pong)."""
@@ -71,10 +73,13 @@ class Pings:
         if entry is None:
             return  # unsolicited, or its ping already timed out
         sent_at, waiter = entry
+        elapsed = received_at - sent_at
+        if elapsed < 0:
+            elapsed = untrusted_stamp(self.counters, sent_at)
         self._fire(
             request_type="WS",
             name="ping",
-            response_time=(received_at - sent_at) * 1000,
+            response_time=elapsed * 1000,
             response_length=0,
             exception=None,
             context={},
