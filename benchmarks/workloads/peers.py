@@ -249,9 +249,12 @@ def _verdict(part: str, rows: list[dict[str, Any]]) -> str:
     lowest = min(peers, key=lambda row: row["server_cpu_us_per_msg"], default=None)
     if server is not None and server > 1.0 and lowest is not None:
         # The reason, when the server pays more for wslocust's traffic: how its messages reach the server.
+        ours, theirs = user.get("server_wakeups_per_msg"), lowest.get("server_wakeups_per_msg")
         verdict += (
-            f"\n  the server's event loop woke {user.get('server_wakeups_per_msg')} times per echo for wslocust-user, "
-            f"{lowest.get('server_wakeups_per_msg')} for {lowest['variant']}: messages spread over the interval "
-            "reach it one by one, messages sent in lockstep reach it in batches that one wake-up serves"
+            f"\n  the server's event loop woke {ours} times per echo for wslocust-user, {theirs} for {lowest['variant']}"
         )
+        if ours is not None and theirs is not None and ours > theirs:
+            verdict += ": messages that reach it one by one cost a wake-up each, a batch shares one"
+        else:
+            verdict += ": not more often; the difference is per message"
     return verdict
