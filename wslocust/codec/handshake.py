@@ -358,8 +358,10 @@ def validate_response(
         raise HandshakeError("missing Sec-WebSocket-Accept", status, "Sec-WebSocket-Accept")
     if accept.strip() != accept_value(key):
         raise HandshakeError("wrong Sec-WebSocket-Accept", status, "Sec-WebSocket-Accept")
-    # §4.1 item 5: only an extension offered may be selected.
-    negotiated_deflate(response, deflate_offer)
+    # §4.1 item 5: only an extension offered may be selected (an answer to an offer is checked, and its
+    # parameters returned, by negotiated_deflate).
+    if deflate_offer is None:
+        negotiated_deflate(response, None)
     # §4.1 item 6: at most one subprotocol, and one that we offered.
     selected = response.header("Sec-WebSocket-Protocol")
     if selected is None:

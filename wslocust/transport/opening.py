@@ -201,7 +201,7 @@ def _upgrade(
     response, leftover, received_at, timed_by_kernel = _read_response_head(stream)
     body = _rejection_body(stream, response, leftover, deadline) if response.status != 101 else b""
     subprotocol = handshake.validate_response(response, key, subprotocols, body=body, deflate_offer=compression)
-    agreed = handshake.negotiated_deflate(response, compression)
+    agreed = handshake.negotiated_deflate(response, compression) if compression is not None else None
     return Upgraded(stream, subprotocol, leftover, received_at, timed_by_kernel, agreed)
 
 
