@@ -159,6 +159,7 @@ def _on_init(environment: Environment, runner: Any = None, web_ui: Any = None, *
     if is_worker:
         runner.register_message(scenario.SCHEDULE_MESSAGE, lambda msg, **_: scenario.receive_schedule(state, msg.data))
         runner.greenlet.spawn(scenario.send_connections_forever, state, runner)
+        locust_compat.end_a_worker_that_quit_while_created(runner)  # after the last spawn into its group
     if not is_worker and environment.parsed_options is not None:
         if isinstance(environment.shape_class, Stages):
             environment.shape_class.check_settings()

@@ -60,7 +60,7 @@ class Plan:
 def tool_command(variant: str, plan: Plan, url: str, workdir: Path) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of ``variant`` for ``plan`` (its configuration written into ``workdir``)."""
     bound = f"{plan.bound:.0f}"
-    if variant in ("wslocust-user", "locust-websocket-client"):
+    if variant in ("wslocust-user", "wslocust-window", "locust-websocket-client"):
         command = locust_command(
             variant, plan.mode, url, plan.connections, plan.spawn_rate, plan.bound,
             workdir / f"peers-{variant}.json", size=plan.size, interval=plan.interval,

@@ -19,6 +19,7 @@ __all__ = [
     "accept_reports_without_user_counts",
     "cache_default_args",
     "dispatcher_spawn_rate",
+    "end_a_worker_that_quit_while_created",
     "limit_master_heartbeat_timeout",
     "listen_before_runner",
     "name_stop_callers_from_frames",
@@ -79,6 +80,23 @@ def limit_master_heartbeat_timeout(runner: Any, seconds: float) -> None:
             locust_runners.MASTER_HEARTBEAT_TIMEOUT = seconds  # type: ignore[assignment]
 
     runner.stop = stop
+
+
+def end_a_worker_that_quit_while_created(runner: Any) -> None:
+    """
+    End a worker whose message loop already ended while Locust was creating its runner.
+
+    ``WorkerRunner.__init__`` spawns its message loop, then connects to the master (which yields), and
+    only then spawns its heartbeat, its heartbeat checker and its two reporters into ``runner.greenlet``.
+    A "quit" read while it yields (a master that stops at start, as its forked workers connect) kills
+    the group before those are in it: they ran on, Locust's main waited on them, and the worker lived
+    until its master gave up on its last report 10 s later and its parent killed it. Call once the
+    runner exists and every greenlet of the run is spawned into its group. Checked: 2.40.0, 2.43.4,
+    2.46.6, 2.47.0.
+    """
+    message_loop = runner.worker
+    if not any(getattr(member, "_run", None) == message_loop for member in runner.greenlet):
+        runner.greenlet.kill(block=False)
 
 
 def accept_reports_without_user_counts(runner: Any) -> None:

@@ -60,6 +60,10 @@ PATCHED: dict[str, tuple[str, ...]] = {
     "wrap_runner_start": _each(
         "locust.runners:", "Runner LocalRunner MasterRunner", ".start(self, user_count, spawn_rate, ...)"
     ),
+    "end_a_worker_that_quit_while_created": (
+        "locust.runners:WorkerRunner.worker(self)",
+        "locust.runners:WorkerRunner().greenlet",
+    ),
     "accept_reports_without_user_counts": (
         "locust.runners:MasterRunner().environment",
         "locust.runners:MasterRunner().clients",
