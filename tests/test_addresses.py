@@ -16,6 +16,7 @@ from locust.env import Environment
 from locust_process import LocustProcess, run_locust
 
 from wslocust import ConnectError, WebSocketUser
+from wslocust.integration.startup import FORKED_WORKERS_WAIT
 from wslocust.run.state import run_state
 from wslocust.server import ServerConfig, create_server
 from wslocust.transport.addresses import (
@@ -229,3 +230,7 @@ def test_bad_source_addresses_stop_the_run_with_one_line(how, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    # Forked workers that stop at start by themselves tell their master, which does not wait for them:
+    # it used to wait for them to connect (5 s), then for their last reports (10 s).
+    assert "no last report" not in result.stderr, result.stderr
+    assert result.elapsed < FORKED_WORKERS_WAIT, f"the run took {result.elapsed:.1f} s to end"

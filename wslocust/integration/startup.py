@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, NoReturn
 
 import gevent
-from locust.runners import MasterRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -31,7 +31,10 @@ def stop_at_start(environment: Environment, line: str) -> NoReturn:
 
     A master whose workers Locust forked (``--processes``, ``WORKERS``) first
     tells them to quit: Locust does not stop its children when the master
-    exits that early, and they would wait a minute for its heartbeat.
+    exits that early, and they would wait a minute for its heartbeat. A
+    worker first fires Locust's ``quitting`` event, as Locust's shutdown
+    does, which tells its master that it quit: otherwise the master waited
+    for its last report until it gave up on it.
     """
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
@@ -39,7 +42,10 @@ def stop_at_start(environment: Environment, line: str) -> NoReturn:
     options = getattr(environment, "parsed_options", None)
     if isinstance(runner, MasterRunner) and options is not None and getattr(options, "processes", None):
         deadline = time.monotonic() + FORKED_WORKERS_WAIT
-        while runner.worker_count < options.expect_workers and time.monotonic() < deadline:
+        # Every worker seen, not every worker connected: one may have stopped at start already, by itself.
+        while len(runner.worker_indexes) < options.expect_workers and time.monotonic() < deadline:
             gevent.sleep(0.05)
         runner.quit()
+    elif isinstance(runner, WorkerRunner):
+        environment.events.quitting.fire(environment=environment, reverse=True)
     sys.exit(2)
