@@ -35,7 +35,7 @@ from locust_process import LocustProcess, master_and_workers, master_json_stats
 pytestmark = pytest.mark.slow
 
 RUN_TIME = 4
-AUTOQUIT = 10
+AUTOQUIT = 6
 """Seconds the web UI stays up after the stop, for the test to read it; then the run ends as usual (a
 SIGTERM would skip the ``--html`` report). A master's workers report every 3 s."""
 

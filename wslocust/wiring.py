@@ -154,6 +154,7 @@ def _on_init(environment: Environment, runner: Any = None, web_ui: Any = None, *
         if is_worker:
             locust_compat.cache_default_args()
             locust_compat.limit_master_heartbeat_timeout(runner, distributed.MASTER_TIMEOUT)
+            locust_compat.report_as_soon_as_stopped(runner)
         set_up_source_addresses(environment, state)
     # 5. The scenario.
     if is_worker:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +14,9 @@ from typing import Any
 import gevent
 from locust import argument_parser as locust_argument_parser
 from locust import runners as locust_runners
+from locust.exception import RPCSendError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "STOP_ALLOWANCE",
@@ -23,6 +27,7 @@ __all__ = [
     "limit_master_heartbeat_timeout",
     "listen_before_runner",
     "name_stop_callers_from_frames",
+    "report_as_soon_as_stopped",
     "say_when_the_master_is_not_there",
     "wait_for_final_reports_on_quit",
     "wrap_runner_start",
@@ -97,6 +102,25 @@ def end_a_worker_that_quit_while_created(runner: Any) -> None:
     message_loop = runner.worker
     if not any(getattr(member, "_run", None) == message_loop for member in runner.greenlet):
         runner.greenlet.kill(block=False)
+
+
+def report_as_soon_as_stopped(runner: Any) -> None:
+    """
+    Make a worker send its report as soon as its users have stopped, before it tells its master so.
+
+    A worker reports every ``WORKER_REPORT_INTERVAL`` (3 s), and on "stop" it tells its master
+    "client_stopped" at once: the master said "stopped" while the last seconds of figures (the closes
+    among them) were still to come, up to 3 s later. ``test_stop`` is the end of ``Runner.stop``; the
+    reports are deltas, so one more is harmless. Checked: 2.40.0, 2.43.4, 2.46.6, 2.47.0.
+    """
+
+    def report(**_: Any) -> None:
+        try:
+            runner._send_stats()
+        except RPCSendError as error:  # the master is gone: Locust's next periodic report meets the same fate
+            logger.debug("wslocust: the report at the stop was not sent: %s", error)
+
+    runner.environment.events.test_stop.add_listener(report)
 
 
 def accept_reports_without_user_counts(runner: Any) -> None:

@@ -64,6 +64,10 @@ PATCHED: dict[str, tuple[str, ...]] = {
         "locust.runners:WorkerRunner.worker(self)",
         "locust.runners:WorkerRunner().greenlet",
     ),
+    "report_as_soon_as_stopped": (
+        "locust.runners:WorkerRunner._send_stats(self)",
+        "locust.runners:WorkerRunner().environment",
+    ),
     "accept_reports_without_user_counts": (
         "locust.runners:MasterRunner().environment",
         "locust.runners:MasterRunner().clients",
