@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
 
+import gevent
+import greenlet
 import locust
+from fault_servers import FaultServer
 from helpers import wait_for
 from locust import constant, task
 from locust.env import Environment
@@ -274,3 +278,38 @@ def test_a_user_without_tasks_can_keep_a_window_of_echoes_in_flight(server):
     totals = run_state(environment).counters
     assert failures == 0 and totals.replies_in_flight_at_stop == 0  # the window drained at stop
     assert echoes == server.counters.messages_received == totals.messages_sent
+
+
+def test_a_whole_stop_waits_for_every_close_at_once_not_from_a_greenlet_per_user():
+    # The closes wait close_timeout for a server that answers nothing. Locust stopped each user from a
+    # greenlet of its own that waited for it: one more ~8 KB greenlet per user, the peak memory of a
+    # 10,000-connection stop. The runner now waits for them all at once, before test_stop's listeners.
+    server = FaultServer().start()
+
+    class Holder(WebSocketUser):
+        close_timeout = 0.5
+
+    at_test_stop = {}
+
+    def look_at_test_stop(environment, **_):
+        at_test_stop["closed"] = run_state(environment).counters.closed
+        at_test_stop["users alive"] = sum(not user_greenlet.dead for user_greenlet in runner.user_greenlets)
+
+    def live_greenlets():
+        return sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet.greenlet) and not obj.dead)
+
+    locust.events.test_stop.add_listener(look_at_test_stop)
+    try:
+        environment, runner = start_run(Holder, users=50, host=server.url("/half-open"))
+        wait_for(lambda: run_state(environment).counters.open == 50, timeout=10)
+        before = live_greenlets()
+        quitting = gevent.spawn(runner.quit)
+        most = before
+        while not quitting.dead:
+            most = max(most, live_greenlets())
+            gevent.sleep(0.05)
+    finally:
+        locust.events.test_stop.remove_listener(look_at_test_stop)
+        server.stop()
+    assert at_test_stop == {"closed": 50, "users alive": 0}
+    assert most - before < 10, f"{most - before} more greenlets during the stop of 50 users"

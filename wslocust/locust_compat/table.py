@@ -108,6 +108,13 @@ PATCHED: dict[str, tuple[str, ...]] = {
         "locust.user.users:User()._cp_last_run",
         "locust.user.users:User()._cp_last_wait_time",
         "locust.user.task:LOCUST_STATE_WAITING",
+        "locust.user.users:User.stop(self, force)",
+        "locust.user.users:User()._group",
+        "locust.user.users:User()._greenlet",
+        "locust.runners:STATE_CLEANUP",
+        "locust.runners:Runner().user_greenlets",
+        "locust.runners:Runner().state",
+        "locust.event:EventHook()._handlers",
     ),
     # Read, not patched, by the reporting modules:
     "wslocust.reporting.latency": (

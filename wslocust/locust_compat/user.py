@@ -8,8 +8,11 @@ loop that does not yield, and ``User.start`` spawns the greenlet that calls
 must open it before the task loop and close it after, in its own greenlet:
 :class:`SessionUser` lets it say so without overriding ``run`` itself.
 
-The Locust names this relies on (``User.start(self, group)``, ``User.run(self)``,
-``User._state``, ``LOCUST_STATE_WAITING``, and the pacing clock ``User._cp_last_run`` and
+It also stops without a waiting greenlet per user when the whole run stops (:meth:`SessionUser.stop`).
+
+The Locust names this relies on (``User.start(self, group)``, ``User.run(self)``, ``User.stop``,
+``User._state``, ``User._group``, ``User._greenlet``, ``LOCUST_STATE_WAITING``, ``STATE_CLEANUP``,
+``Runner.user_greenlets``, and the pacing clock ``User._cp_last_run`` and
 ``User._cp_last_wait_time`` of ``constant_pacing`` / ``constant_throughput``) are listed in
 :data:`wslocust.locust_compat.PATCHED`; ``tests/test_locust_compat.py``
 fails when one disappears and checks the behaviour on the oldest Locust allowed.
@@ -21,7 +24,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import gevent
 from locust import User
+from locust.runners import STATE_CLEANUP
 from locust.user.task import LOCUST_STATE_WAITING
 
 __all__ = ["SessionUser"]
@@ -67,6 +72,24 @@ class SessionUser(User):
         """
         self._state = LOCUST_STATE_WAITING
 
+    def stop(self, force: bool = False) -> bool:
+        """
+        Locust's ``User.stop``; but when the whole run stops, a kill does not wait here for the user to end.
+
+        Locust stops each user from a greenlet of its own, which waits until the user has ended
+        (``killone`` blocks): a run of 10,000 users that close their connections at once held 10,000 more
+        greenlets of ~8 KB each, its peak memory (286 MB, against 199 MB while holding). The runner
+        waits for them all at once instead, first thing at ``test_stop`` (the end of ``Runner.stop``,
+        after ``stop_users``): every count is final for what listens to it, as before.
+        """
+        runner = self.environment.runner
+        killing = force or self._state in (None, LOCUST_STATE_WAITING)
+        if killing and runner is not None and runner.state == STATE_CLEANUP and self._group is not None:
+            _wait_for_users_before_test_stop(runner)
+            self._group.killone(self._greenlet, block=False)
+            return True
+        return super().stop(force)
+
     def start(self, group: Any) -> Any:
         """Locust's ``User.start``, after :meth:`starting`."""
         self.starting()
@@ -75,3 +98,15 @@ class SessionUser(User):
     def run(self) -> None:  # type: ignore[misc]  # Locust's run is @final: this is the one override
         """Runs :meth:`session` in this user's greenlet."""
         self.session()
+
+
+def _wait_for_users_before_test_stop(runner: Any) -> None:
+    """Make ``runner`` wait for every user greenlet before any other ``test_stop`` listener runs. Idempotent."""
+    if getattr(runner, "_wslocust_waits_for_users", False):
+        return
+    runner._wslocust_waits_for_users = True
+
+    def wait_for_users(**_: Any) -> None:
+        gevent.joinall(list(runner.user_greenlets))  # as Locust's blocking kills did, one by one
+
+    runner.environment.events.test_stop._handlers.insert(0, wait_for_users)
