@@ -114,7 +114,6 @@ PATCHED: dict[str, tuple[str, ...]] = {
         "locust.runners:STATE_CLEANUP",
         "locust.runners:Runner().user_greenlets",
         "locust.runners:Runner().state",
-        "locust.event:EventHook()._handlers",
     ),
     # Read, not patched, by the reporting modules:
     "wslocust.reporting.latency": (
