@@ -231,31 +231,36 @@ def _met(value: float | None, target: float, at_most: bool = False) -> str:
 
 
 def _verdict(part: str, rows: list[dict[str, Any]]) -> str:
-    if part == "throughput":
-        # Both of wslocust's closed loops: the task calling self.echo() and the task-less in_flight window.
-        lines = []
-        for variant in ("wslocust-user", "wslocust-window"):
-            row = _ok(rows, variant)
-            if row is None:
-                continue
-            best, lean = row.get("vs_best_peer"), row.get("vs_lean_loop")
-            lines.append(
-                f"\ntarget 2: {variant} x{best} the best peer in msgs per generator CPU-second (median ratio; "
-                f"target >= {TARGET_VS_BEST_PEER}): {_met(best, TARGET_VS_BEST_PEER)}; x{lean} the lean loop "
-                f"(target >= {TARGET_VS_LEAN_LOOP}): {_met(lean, TARGET_VS_LEAN_LOOP)}"
-            )
-        return "".join(lines)
+    return _throughput_verdict(rows) if part == "throughput" else _hold_verdict(rows)
+
+
+def _throughput_verdict(rows: list[dict[str, Any]]) -> str:
+    # Both of wslocust's closed loops: the task calling self.echo() and the task-less in_flight window.
+    lines = []
+    for variant in ("wslocust-user", "wslocust-window"):
+        row = _ok(rows, variant)
+        if row is None:
+            continue
+        best, lean = row.get("vs_best_peer"), row.get("vs_lean_loop")
+        lines.append(
+            f"\ntarget 2: {variant} x{best} the best peer in msgs per generator CPU-second (median ratio; "
+            f"target >= {TARGET_VS_BEST_PEER}): {_met(best, TARGET_VS_BEST_PEER)}; x{lean} the lean loop "
+            f"(target >= {TARGET_VS_LEAN_LOOP}): {_met(lean, TARGET_VS_LEAN_LOOP)}"
+        )
+    return "".join(lines)
+
+
+def _hold_verdict(rows: list[dict[str, Any]]) -> str:
     user = _ok(rows, "wslocust-user")
     if user is None:
         return ""
-    met = _met
     rss_mb = user["generator_peak_rss"] / 2**20
     cpu, server = user.get("cpu_vs_cheapest_peer"), user.get("server_cpu_vs_lowest_peer")
     verdict = (
         f"\ntarget 3: wslocust-user peak RSS {rss_mb:.0f} MB (target <= {TARGET_RSS_MB} MB): "
-        f"{met(rss_mb, TARGET_RSS_MB, True)}; hold CPU x{cpu} the cheapest peer's (target <= "
-        f"{TARGET_CPU_VS_CHEAPEST}): {met(cpu, TARGET_CPU_VS_CHEAPEST, True)}; server CPU per echo x{server} "
-        f"the lowest peer's (target <= 1.0): {met(server, 1.0, True)}"
+        f"{_met(rss_mb, TARGET_RSS_MB, True)}; hold CPU x{cpu} the cheapest peer's (target <= "
+        f"{TARGET_CPU_VS_CHEAPEST}): {_met(cpu, TARGET_CPU_VS_CHEAPEST, True)}; server CPU per echo x{server} "
+        f"the lowest peer's (target <= 1.0): {_met(server, 1.0, True)}"
     )
     peers = [row for row in rows if row["variant"] in PEERS and row.get("server_cpu_us_per_msg")]
     lowest = min(peers, key=lambda row: row["server_cpu_us_per_msg"], default=None)
