@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .processes import Pinning, log
 
-__all__ = ["finish_profiler", "start_profiler", "top_functions"]
+__all__ = ["describe_layers", "finish_profiler", "layer_shares", "start_profiler", "top_functions"]
 
 
 def start_profiler(
@@ -36,20 +36,78 @@ def start_profiler(
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def finish_profiler(variant: str, profiler: subprocess.Popen[bytes], directory: Path, duration: float) -> None:
+def finish_profiler(
+    variant: str, profiler: subprocess.Popen[bytes], directory: Path, duration: float, quiet: bool = False
+) -> str | None:
+    """Wait for py-spy; print the top functions (unless ``quiet``) and return the collapsed stacks, or None."""
     try:
         _, stderr = profiler.communicate(timeout=duration + 30)
     except subprocess.TimeoutExpired:
         profiler.kill()
         profiler.wait()
         log(f"py-spy on {variant} did not finish")
-        return
+        return None
     output = directory / f"{variant}.txt"
     if not output.exists():
         log(f"py-spy on {variant} wrote nothing: {stderr.decode(errors='replace').strip()[-500:]}")
-        return
-    print(f"\npy-spy {variant}: top 10 functions by own time (whole stacks in {output})")
-    print(top_functions(output.read_text(), 10))
+        return None
+    collapsed = output.read_text()
+    if not quiet:
+        print(f"\npy-spy {variant}: top 10 functions by own time (whole stacks in {output})")
+        print(top_functions(collapsed, 10))
+    return collapsed
+
+
+LAYERS = (
+    ("wslocust/codec/", "codec"),
+    ("wslocust/transport/", "sockets and frames (system calls included)"),
+    ("wslocust/user/", "wslocust's user"),
+    ("wslocust/", "wslocust's statistics and run"),
+    ("locust/", "Locust"),
+    ("gevent/", "gevent"),
+)
+"""Where a frame's file is (its path, as py-spy names it) and the layer of wslocust it counts for."""
+
+
+def _busy_stacks(collapsed: str) -> tuple[list[tuple[list[str], int]], int]:
+    """The stacks of py-spy's raw output that did work, and the count of samples in the idle event loop."""
+    stacks = []
+    idle = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        frames = [frame for frame in stack.split(";") if not frame.startswith("process ")]
+        if not frames or any("gevent/threadpool.py" in frame for frame in frames[:1]):
+            continue  # an idle thread of gevent's DNS resolver pool, not the generator's work
+        if frames[-1].startswith("Hub.run ("):
+            # The event loop itself, mostly waiting in epoll (it holds the GIL, so py-spy
+            # counts it as busy): left out, so that the shares are of the work done.
+            idle += int(count_text)
+            continue
+        stacks.append((frames, int(count_text)))
+    return stacks, idle
+
+
+def layer_shares(collapsed: str) -> list[tuple[str, float]]:
+    """
+    The share of the busy samples of py-spy's raw output spent in each layer (own time: the function
+    at the top of the stack), largest first; functions of no layer (the locustfile, the standard
+    library) count as ``other``.
+    """
+    counts: collections.Counter[str] = collections.Counter()
+    stacks, _ = _busy_stacks(collapsed)
+    for frames, count in stacks:
+        top = _short(frames[-1])
+        layer = next((name for path, name in LAYERS if f"({path}" in top), "other")
+        counts[layer] += count
+    total = sum(counts.values())
+    return [(layer, count / total) for layer, count in counts.most_common()] if total else []
+
+
+def describe_layers(shares: list[tuple[str, float]]) -> str:
+    """``wslocust's user 31 %, Locust 22 %, ...`` (or ``no samples``)."""
+    return ", ".join(f"{layer} {share:.0%}" for layer, share in shares) or "no samples"
 
 
 def top_functions(collapsed: str, limit: int) -> str:
@@ -60,20 +118,9 @@ def top_functions(collapsed: str, limit: int) -> str:
     """
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
-    total = idle = 0
-    for line in collapsed.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        frames = [frame for frame in stack.split(";") if not frame.startswith("process ")]
-        if not frames or any("gevent/threadpool.py" in frame for frame in frames[:1]):
-            continue  # an idle thread of gevent's DNS resolver pool, not the generator's work
-        count = int(count_text)
-        if frames[-1].startswith("Hub.run ("):
-            # The event loop itself, mostly waiting in epoll (it holds the GIL, so py-spy
-            # counts it as busy): left out, so that the shares are of the work done.
-            idle += count
-            continue
+    total = 0
+    stacks, idle = _busy_stacks(collapsed)
+    for frames, count in stacks:
         total += count
         own[_short(frames[-1])] += count
         for frame in set(map(_short, frames)):
@@ -92,6 +139,10 @@ def top_functions(collapsed: str, limit: int) -> str:
     return "\n".join(lines)
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
 def _short(frame: str) -> str:
-    # "send_text (wslocust/transport/connection.py:230)" with the site-packages prefix removed.
-    return re.sub(r"\(\S*?(?:site-packages|lib/python3\.\d+|/work/main)/", "(", frame)
+    # "send_text (wslocust/transport/connection.py:230)": paths from the repository or site-packages.
+    frame = frame.replace(f"({REPOSITORY}/", "(")
+    return re.sub(r"\(\S*(?:site-packages|lib/python3\.\d+)/", "(", frame)

@@ -296,3 +296,98 @@ def test_peers_runs_the_tools_it_has_side_by_side_and_skips_a_missing_one(tmp_pa
         assert result["vs_lean_loop"] is not None
     assert "x lean loop" in completed.stdout and "target 2:" in completed.stdout
     assert_all_gone(logged_pids(tmp_path))
+
+
+def _throughput_rows(user_rate: float, tsung_rate: float, lean_rate: float) -> list[dict]:
+    return [
+        {"variant": "wslocust-user", "msgs_per_generator_cpu_s": user_rate, "vs_best_peer": round(user_rate / tsung_rate, 2),
+         "vs_lean_loop": round(user_rate / lean_rate, 2), "generator_system_us_per_msg": 12.0},
+        {"variant": "tsung", "msgs_per_generator_cpu_s": tsung_rate},
+        {"variant": "lean-loop", "msgs_per_generator_cpu_s": lean_rate, "generator_system_us_per_msg": 9.0},
+    ]  # fmt: skip
+
+
+def test_a_missed_throughput_target_comes_with_what_it_allows_per_echo_and_what_would_close_it():
+    from benchmarks.workloads import peers
+
+    # 50 us per echo against Tsung's 40 and the lean loop's 20: the lean loop's target (20 / 0.85 = 23.5 us) is the
+    # tighter one; the 30 us wslocust adds would have to fit in 3.5.
+    verdict = peers._verdict("throughput", _throughput_rows(20_000, 25_000, 50_000), {"wslocust-user": "Locust 40%"})
+    assert "target 2: wslocust-user x0.8 the best peer" in verdict and "MISSED" in verdict
+    assert (
+        "50.0 us of generator CPU per echo (12.0 in the kernel); x0.85 the lean loop allows 23.5 us (tsung 40.0 us)"
+        in verdict
+    )
+    assert "takes 20.0 us of them (9.0 in the kernel)" in verdict
+    assert "takes 30.0 us here and would have to fit in 3.5 us" in verdict
+    assert "cut by 88%" in verdict
+    assert (
+        "where wslocust-user's time goes (py-spy, own time with the C and system calls each function makes, the idle event loop left out): Locust 40%"
+        in verdict
+    )
+    without_profile = peers._verdict("throughput", _throughput_rows(20_000, 25_000, 50_000))
+    assert "where wslocust-user's time goes: --profile DIR (py-spy)" in without_profile
+
+    met = peers._verdict("throughput", _throughput_rows(40_000, 25_000, 45_000))
+    assert met.count("met") == 2 and "MISSED" not in met and "allows" not in met and "would close" not in met
+
+
+def test_a_missed_memory_target_comes_with_the_memory_per_connection_it_allows():
+    from benchmarks.workloads import peers
+
+    mib = 2**20
+    rows = [
+        {"variant": "wslocust-user", "generator_peak_rss": 228 * mib, "generator_idle_rss": 50 * mib,
+         "connections_open": 10_000, "generator_cpu_share": 0.2, "server_msgs_per_s": 2000.0,
+         "cpu_vs_cheapest_peer": 1.0, "server_cpu_vs_lowest_peer": 0.9},
+        {"variant": "tsung", "generator_peak_rss": 388 * mib, "generator_cpu_share": 0.2, "server_msgs_per_s": 2000.0,
+         "server_cpu_us_per_msg": 50.0},
+    ]  # fmt: skip
+    verdict = peers._verdict("hold", rows, {}, greenlet_floor=8_477.0)
+    assert "peak RSS 228 MB (target <= 150 MB): MISSED" in verdict
+    # (228 - 50) MiB over 10,000 connections; (150 - 50) MiB allowed.
+    assert "50 MB before the first connection + 18.2 KB per connection at the peak; 150 MB allows 10.2 KB" in verdict
+    assert "a blocked gevent greenlet alone keeps 8.3 KB" in verdict
+    # Hold CPU x1.0 the cheapest: 100 us per echo, 80 allowed.
+    assert (
+        "hold CPU: 100 us of generator CPU per echo (tsung 100 us): x0.8 allows 80 us, 20 us less per echo" in verdict
+    )
+    assert "server CPU per echo x0.9 the lowest peer's (target <= 1.0): met" in verdict
+
+    rows[0].update(generator_peak_rss=140 * mib, cpu_vs_cheapest_peer=0.7)
+    met = peers._verdict("hold", rows, {}, greenlet_floor=None)
+    assert "MISSED" not in met and "per connection" not in met and "us less" not in met
+
+
+def test_a_profile_is_summed_per_layer_of_wslocust_with_the_idle_event_loop_left_out():
+    from benchmarks.profiling import describe_layers, layer_shares
+
+    root = REPO_ROOT  # wherever the clone is: its path is left out
+    collapsed = "\n".join([
+        "process 1;run (locust/main.py:1);Hub.run (/venv/lib/python3.11/site-packages/gevent/hub.py:631) 500",
+        f"process 1;_write ({root}/wslocust/transport/writing.py:43) 40",
+        f"process 1;feed ({root}/wslocust/codec/frames.py:422) 10",
+        f"process 1;_on_message ({root}/wslocust/user/messaging.py:205) 20",
+        f"process 1;bucket ({root}/wslocust/reporting/bucketing.py:46) 5",
+        "process 1;log (/venv/lib/python3.11/site-packages/locust/stats.py:370) 15",
+        "process 1;switch (/venv/lib/python3.11/site-packages/gevent/_hub_primitives.py:1) 5",
+        f"process 1;echo_once ({root}/benchmarks/locustfiles/wslocust_users.py:70) 5",
+        "not a stack line",
+    ])  # fmt: skip
+    shares = dict(layer_shares(collapsed))
+    assert shares == {
+        "sockets and frames (system calls included)": 0.4, "wslocust's user": 0.2, "Locust": 0.15, "codec": 0.1,
+        "wslocust's statistics and run": 0.05, "gevent": 0.05, "other": 0.05,
+    }  # fmt: skip
+    assert describe_layers(layer_shares(collapsed)).startswith("sockets and frames (system calls included) 40%, ")
+    assert describe_layers([]) == "no samples"
+
+
+def test_the_greenlet_floor_is_measured_in_a_process_of_its_own():
+    from benchmarks.measure import Context
+    from benchmarks.processes import plan_pinning
+    from benchmarks.workloads import peers
+
+    floor = peers._greenlet_floor(Context(plan_pinning(), Path("/nonexistent")))
+    # A suspended greenlet keeps at least its greenlet objects and a slice of the C stack; never a page per byte.
+    assert floor is not None and 1_000 < floor < 64_000

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,14 +96,22 @@ def _epmd_pids() -> set[int]:
     return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "epmd"}
 
 
-def measure_run(variant: str, plan: Plan, server: Server, prefix: list[str], workdir: Path) -> dict[str, Any]:
+WindowWatch = Callable[[int, float], Callable[[], None]]
+"""Called with the tool's pid and the window's seconds as its window starts; what it returns, as it ends."""
+
+
+def measure_run(
+    variant: str, plan: Plan, server: Server, prefix: list[str], workdir: Path, watch: WindowWatch | None = None
+) -> dict[str, Any]:
     """
-    Run ``variant`` once and measure its window.
+    Run ``variant`` once and measure its window (``watch``, e.g. a profiler, watches the window).
 
     Returns:
         The run's figures: ``server_msgs_per_s``, ``msgs_per_generator_cpu_s``,
-        ``generator_cpu_share``, ``server_cpu_share``, ``server_cpu_us_per_msg``, ``server_wakeups_per_msg``,
-        ``generator_peak_rss``, ``connections_open``, ``ramp_s``...
+        ``generator_cpu_share``, ``generator_system_us_per_msg`` (its CPU in the kernel per echo),
+        ``server_cpu_share``, ``server_cpu_us_per_msg``, ``server_wakeups_per_msg``,
+        ``generator_peak_rss``, ``generator_idle_rss`` (before the first connection opened),
+        ``connections_open``, ``ramp_s``...
 
     Raises:
         RuntimeError: the tool exited early, or did not open its connections in time.
@@ -112,6 +121,7 @@ def measure_run(variant: str, plan: Plan, server: Server, prefix: list[str], wor
     child = Child(variant, [*prefix, *command], env=env, cwd=workdir)
     sampler = TreeSampler(ProcessTree(child.pid))
     tree = sampler.tree
+    first_connection = [float("inf")]  # when the server first counted one of the tool's connections
     try:
         ramp_bound = plan.connections / plan.spawn_rate + 60
 
@@ -119,6 +129,8 @@ def measure_run(variant: str, plan: Plan, server: Server, prefix: list[str], wor
             if not child.alive:
                 raise RuntimeError(f"{variant} exited early\n{child.output()}")
             stats = server.stats()
+            if stats and stats.get("connections_open", 0) > 0:
+                first_connection[0] = min(first_connection[0], time.monotonic())
             return bool(stats and stats.get("connections_open", 0) >= plan.connections)
 
         if wait_until(connected, ramp_bound, interval=0.05) is None:
@@ -130,8 +142,11 @@ def measure_run(variant: str, plan: Plan, server: Server, prefix: list[str], wor
         ramp_s = time.monotonic() - child.started
         time.sleep(plan.settle)
         before = _edge(server, tree)
+        finish = watch(child.pid, plan.window) if watch is not None else None
         time.sleep(plan.window)
         after = _edge(server, tree)
+        if finish is not None:
+            finish()
     finally:
         child.stop(PEER_STOP_TIMEOUT)
         sampler.stop()
@@ -140,7 +155,12 @@ def measure_run(variant: str, plan: Plan, server: Server, prefix: list[str], wor
                 psutil.Process(pid).terminate()
             except psutil.Error:
                 pass
-    return _figures(variant, plan, before, after, ramp_s, sampler.peak_rss)
+    # The last sample a poll interval before the server saw a connection: the tool started, nothing open.
+    idle = [rss for at, _cpu, rss in sampler.samples if at < first_connection[0] - 0.05]
+    return {
+        **_figures(variant, plan, before, after, ramp_s, sampler.peak_rss),
+        "generator_idle_rss": idle[-1] if idle else None,
+    }
 
 
 def _edge(server: Server, tree: ProcessTree) -> dict[str, Any]:
@@ -151,6 +171,7 @@ def _edge(server: Server, tree: ProcessTree) -> dict[str, Any]:
         "time": time.monotonic(),
         "stats": stats,
         "cpu": tree.cpu_seconds(),
+        "system_cpu": tree.system_seconds(),
         "server_cpu": server.cpu_seconds(),
         "server_wakeups": server.wakeups(),
     }
@@ -176,6 +197,9 @@ def _figures(
         "server_messages": messages,
         "server_msgs_per_s": round(messages / window, 1),
         "generator_cpu_s": round(cpu, 3),
+        "generator_system_us_per_msg": round((after["system_cpu"] - before["system_cpu"]) / messages * 1e6, 1)
+        if messages
+        else None,
         "generator_cpu_share": round(cpu / window, 4),
         "msgs_per_generator_cpu_s": round(messages / cpu, 1) if cpu > 0 else None,
         "server_cpu_share": round(server_cpu / window, 4),

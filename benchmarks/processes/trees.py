@@ -99,6 +99,16 @@ class ProcessTree:
     def cpu_seconds(self) -> float:
         return self.read()[0]
 
+    def system_seconds(self) -> float:
+        """CPU-seconds in the kernel of the live members (read at a window's edges, as :meth:`cpu_seconds`)."""
+        total = 0.0
+        for member in self.members():
+            try:
+                total += member.cpu_times().system
+            except psutil.Error:
+                continue
+        return total
+
     def rss(self) -> int:
         return self.read()[1]
 

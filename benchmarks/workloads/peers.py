@@ -27,18 +27,30 @@ Two parts (``--parts``), against the Node.js ``ws`` echo server on the other CPU
 Every tool runs ``--rounds`` (3) times per part, interleaved (every other round
 in reverse order); each round's ratios are taken against the best peer of that
 round (peers: the typical user, Tsung, Artillery), and the median ratio counts.
+
+Each part ends with the issue's targets, met or MISSED; a missed one with what
+it would take (the generator CPU per echo or the memory per connection the
+target allows, against what the run measured), what would close it and, with
+``--profile DIR``, where wslocust's time goes: one more run of each wslocust
+variant, sampled by py-spy in its window (not counted in the table), summed per
+layer of wslocust.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from ..measure import Context, attempt, wait_server_idle
 from ..peers import PEER_TOOLS
 from ..peers.runs import Plan, measure_run
 from ..processes import log
+from ..profiling import describe_layers, finish_profiler, layer_shares, start_profiler
 from ..report import VARIANT_COLUMN, Column, emit_results, header, print_table, ratio
 from ..servers import Server, start_server
 
@@ -53,6 +65,8 @@ TARGET_VS_BEST_PEER = 1.3
 TARGET_VS_LEAN_LOOP = 0.85
 TARGET_RSS_MB = 150
 TARGET_CPU_VS_CHEAPEST = 0.8
+WSLOCUST_VARIANTS = ("wslocust-user", "wslocust-window")
+GREENLET_COST = Path(__file__).resolve().parents[1] / "greenlet_cost.py"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=5.0, help="hold: seconds between echoes (default: 5)")
     parser.add_argument("--settle", type=float, default=5.0, help="hold: seconds before the window (default: 5)")
     parser.add_argument("--hold", type=float, default=30.0, help="hold: measured seconds (default: 30)")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR",
+        help="one more run of each wslocust variant per part, sampled with py-spy into DIR: where its time goes",
+    )  # fmt: skip
 
 
 def _parts(text: str) -> list[str]:
@@ -134,10 +152,50 @@ def _run_part(
         _add_ratios(part, round_results)
         results += round_results
     rows = _medians(results, variants)
+    profiles = _profiles(part, variants, plan, server, args, context) if args.profile else {}
+    floor = _greenlet_floor(context) if part == "hold" and _rss_missed(rows) else None
     title, columns, notes = _table(part, plan, args.rounds)
-    print_table(title, columns, rows, notes + _verdict(part, rows))
+    print_table(title, columns, rows, notes + _verdict(part, rows, profiles, floor))
     emit_results(NAME, results)
     return results
+
+
+def _profiles(
+    part: str, variants: list[str], plan: Plan, server: Server, args: argparse.Namespace, context: Context
+) -> dict[str, str]:
+    """Where each wslocust variant's time goes: py-spy's samples of one more run, per layer."""
+    profiles = {}
+    for variant in (v for v in variants if v in WSLOCUST_VARIANTS):
+        log(f"{NAME} {part}: {variant} once more, sampled by py-spy (not counted)")
+        stacks: list[str] = []
+
+        def watch(pid: int, seconds: float, variant: str = variant, stacks: list[str] = stacks):
+            profiler = start_profiler(f"peers-{part}-{variant}", pid, args.profile, seconds, context.pinning)
+
+            def finish() -> None:
+                if profiler is not None:
+                    collapsed = finish_profiler(f"peers-{part}-{variant}", profiler, args.profile, seconds, quiet=True)
+                    stacks.append(collapsed or "")
+
+            return finish
+
+        wait_server_idle(server, 120.0)
+        result = attempt(variant, measure_run, variant, plan, server, context.pinning.generator, context.workdir, watch)
+        if "error" not in result and stacks:
+            profiles[variant] = describe_layers(layer_shares(stacks[0]))
+    return profiles
+
+
+def _greenlet_floor(context: Context) -> float | None:
+    """Bytes one blocked gevent greenlet keeps (``benchmarks/greenlet_cost.py``, on the generator's CPU)."""
+    command = [*context.pinning.generator, sys.executable, str(GREENLET_COST), "--count", "10000", "--depths", "0"]
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        log(f"{NAME}: greenlet_cost.py failed: {exc}")
+        return None
+    found = re.search(r"depth\s+0: ([\d,]+) bytes", output)
+    return float(found.group(1).replace(",", "")) if found else None
 
 
 def _ok(results: list[dict[str, Any]], variant: str) -> dict[str, Any] | None:
@@ -230,27 +288,96 @@ def _met(value: float | None, target: float, at_most: bool = False) -> str:
     return "met" if (value <= target if at_most else value >= target) else "MISSED"
 
 
-def _verdict(part: str, rows: list[dict[str, Any]]) -> str:
-    return _throughput_verdict(rows) if part == "throughput" else _hold_verdict(rows)
+def _verdict(
+    part: str, rows: list[dict[str, Any]], profiles: dict[str, str] | None = None, greenlet_floor: float | None = None
+) -> str:
+    profiles = profiles or {}
+    if part == "throughput":
+        return _throughput_verdict(rows, profiles)
+    return _hold_verdict(rows, profiles, greenlet_floor)
 
 
-def _throughput_verdict(rows: list[dict[str, Any]]) -> str:
+def _us_per_echo(row: dict[str, Any] | None) -> float | None:
+    """Microseconds of the generator's CPU per echo the server sent."""
+    rate = row.get("msgs_per_generator_cpu_s") if row else None
+    return 1e6 / rate if rate else None
+
+
+def _where_time_goes(variant: str, profiles: dict[str, str]) -> str:
+    if variant in profiles:
+        return f"\n  where {variant}'s time goes (py-spy, own time with the C and system calls each function makes, the idle event loop left out): {profiles[variant]}"
+    return f"\n  where {variant}'s time goes: --profile DIR (py-spy)"
+
+
+def _throughput_verdict(rows: list[dict[str, Any]], profiles: dict[str, str]) -> str:
     # Both of wslocust's closed loops: the task calling self.echo() and the task-less in_flight window.
+    peers = [row for row in rows if row["variant"] in PEERS and row.get("msgs_per_generator_cpu_s")]
+    best = max(peers, key=lambda row: row["msgs_per_generator_cpu_s"], default=None)
+    lean_row = _ok(rows, "lean-loop")
     lines = []
-    for variant in ("wslocust-user", "wslocust-window"):
+    for variant in WSLOCUST_VARIANTS:
         row = _ok(rows, variant)
         if row is None:
             continue
-        best, lean = row.get("vs_best_peer"), row.get("vs_lean_loop")
+        vs_best, vs_lean = row.get("vs_best_peer"), row.get("vs_lean_loop")
         lines.append(
-            f"\ntarget 2: {variant} x{best} the best peer in msgs per generator CPU-second (median ratio; "
-            f"target >= {TARGET_VS_BEST_PEER}): {_met(best, TARGET_VS_BEST_PEER)}; x{lean} the lean loop "
-            f"(target >= {TARGET_VS_LEAN_LOOP}): {_met(lean, TARGET_VS_LEAN_LOOP)}"
+            f"\ntarget 2: {variant} x{vs_best} the best peer in msgs per generator CPU-second (median ratio; "
+            f"target >= {TARGET_VS_BEST_PEER}): {_met(vs_best, TARGET_VS_BEST_PEER)}; x{vs_lean} the lean loop "
+            f"(target >= {TARGET_VS_LEAN_LOOP}): {_met(vs_lean, TARGET_VS_LEAN_LOOP)}"
         )
+        if _met(vs_best, TARGET_VS_BEST_PEER) != "MISSED" and _met(vs_lean, TARGET_VS_LEAN_LOOP) != "MISSED":
+            continue
+        lines.append(_throughput_gap(variant, row, best, lean_row))
+        lines.append(_where_time_goes(variant, profiles))
     return "".join(lines)
 
 
-def _hold_verdict(rows: list[dict[str, Any]]) -> str:
+def _throughput_gap(variant: str, row: dict[str, Any], best: dict[str, Any] | None, lean: dict[str, Any] | None) -> str:
+    """What the missed throughput targets allow per echo, and what would close the gap."""
+    ours = _us_per_echo(row)
+    if ours is None:
+        return ""
+    allowed = []
+    if best is not None:
+        allowed.append((_us_per_echo(best) / TARGET_VS_BEST_PEER, f"x{TARGET_VS_BEST_PEER} {best['variant']}"))
+    lean_us = _us_per_echo(lean)
+    if lean_us is not None:
+        allowed.append((lean_us / TARGET_VS_LEAN_LOOP, f"x{TARGET_VS_LEAN_LOOP} the lean loop"))
+    if not allowed:
+        return ""
+    budget, which = min(allowed)
+    text = (
+        f"\n  {variant}: {ours:.1f} us of generator CPU per echo{_in_kernel(row)}; {which} allows {budget:.1f} us"
+        + (f" ({best['variant']} {_us_per_echo(best):.1f} us)" if best is not None else "")
+    )
+    if lean is None or lean_us is None:
+        return text
+    text += (
+        f"\n  the lean loop (the same codec on gevent sockets, no statistics) takes {lean_us:.1f} us of them"
+        f"{_in_kernel(lean)}: everything wslocust adds per echo (the request's bookkeeping, kernel receive "
+        "timestamps, Locust's event and statistics" + (", the task loop" if variant == "wslocust-user" else "")
+        + f") takes {ours - lean_us:.1f} us here and would have to fit in {budget - lean_us:.1f} us"
+    )  # fmt: skip
+    if budget <= lean_us:
+        return text + ": no room at all; nothing short of a faster codec and socket path closes it"
+    return text + (
+        "\n  what would close it: that work cut by "
+        f"{(ours - budget) / (ours - lean_us):.0%}: statistics counted in bulk outside Locust's per-request event "
+        "removes at most Locust's share, a task-less user the task loop (wslocust-window)"
+    )
+
+
+def _in_kernel(row: dict[str, Any]) -> str:
+    system = row.get("generator_system_us_per_msg")
+    return f" ({system:.1f} in the kernel)" if system is not None else ""
+
+
+def _rss_missed(rows: list[dict[str, Any]]) -> bool:
+    user = _ok(rows, "wslocust-user")
+    return user is not None and user["generator_peak_rss"] / 2**20 > TARGET_RSS_MB
+
+
+def _hold_verdict(rows: list[dict[str, Any]], profiles: dict[str, str], greenlet_floor: float | None) -> str:
     user = _ok(rows, "wslocust-user")
     if user is None:
         return ""
@@ -262,6 +389,19 @@ def _hold_verdict(rows: list[dict[str, Any]]) -> str:
         f"{TARGET_CPU_VS_CHEAPEST}): {_met(cpu, TARGET_CPU_VS_CHEAPEST, True)}; server CPU per echo x{server} "
         f"the lowest peer's (target <= 1.0): {_met(server, 1.0, True)}"
     )
+    if rss_mb > TARGET_RSS_MB:
+        verdict += _memory_gap(user, greenlet_floor)
+    peers = [row for row in rows if row["variant"] in PEERS and row.get("generator_cpu_share")]
+    cheapest = min(peers, key=lambda row: row["generator_cpu_share"], default=None)
+    if cpu is not None and cpu > TARGET_CPU_VS_CHEAPEST and cheapest is not None:
+        ours, theirs = _hold_us_per_echo(user), _hold_us_per_echo(cheapest)
+        if ours is not None and theirs is not None:
+            verdict += (
+                f"\n  hold CPU: {ours:.0f} us of generator CPU per echo ({cheapest['variant']} {theirs:.0f} us): "
+                f"x{TARGET_CPU_VS_CHEAPEST} allows {theirs * TARGET_CPU_VS_CHEAPEST:.0f} us, "
+                f"{ours - theirs * TARGET_CPU_VS_CHEAPEST:.0f} us less per echo"
+            )
+        verdict += _where_time_goes("wslocust-user", profiles)
     peers = [row for row in rows if row["variant"] in PEERS and row.get("server_cpu_us_per_msg")]
     lowest = min(peers, key=lambda row: row["server_cpu_us_per_msg"], default=None)
     if server is not None and server > 1.0 and lowest is not None:
@@ -273,3 +413,31 @@ def _hold_verdict(rows: list[dict[str, Any]]) -> str:
         else:
             verdict += ": not more often; the difference is per message"
     return verdict
+
+
+def _hold_us_per_echo(row: dict[str, Any]) -> float | None:
+    """Microseconds of the generator's CPU per echo while holding (its CPU share over the server's rate)."""
+    rate = row.get("server_msgs_per_s")
+    return row["generator_cpu_share"] / rate * 1e6 if rate else None
+
+
+def _memory_gap(user: dict[str, Any], greenlet_floor: float | None) -> str:
+    """Where the missed memory target stands: memory per connection against what 150 MB allows."""
+    idle, connections = user.get("generator_idle_rss"), user.get("connections_open")
+    if not idle or not connections:
+        return ""
+    per_connection = (user["generator_peak_rss"] - idle) / connections
+    allowed = (TARGET_RSS_MB * 2**20 - idle) / connections
+    text = (
+        f"\n  memory: {idle / 2**20:.0f} MB before the first connection + {per_connection / 1024:.1f} KB per "
+        f"connection at the peak; {TARGET_RSS_MB} MB allows {allowed / 1024:.1f} KB per connection"
+    )
+    if greenlet_floor is not None:
+        text += (
+            f"\n  a blocked gevent greenlet alone keeps {greenlet_floor / 1024:.1f} KB (benchmarks/greenlet_cost.py) "
+            "and Locust runs each user in one, holding it while the user lives"
+        )
+    return text + (
+        "\n  what would close it: held connections driven by event-loop watchers with no greenlet each; "
+        "Locust's runner counts, stops and joins users by their greenlets, so it means a runner of wslocust's own"
+    )
