@@ -354,7 +354,18 @@ def test_a_missed_memory_target_comes_with_the_memory_per_connection_it_allows()
     )
     assert "server CPU per echo x0.9 the lowest peer's (target <= 1.0): met" in verdict
 
-    rows[0].update(generator_peak_rss=140 * mib, cpu_vs_cheapest_peer=0.7)
+    # The server paid more for wslocust's traffic: how its rounds compare with the lowest peer's says if it is noise.
+    rows[0].update(server_cpu_vs_lowest_peer=1.2, server_wakeups_per_msg=0.1)
+    rows[1].update(server_wakeups_per_msg=0.3)
+    rounds = [{"variant": "wslocust-user", "server_cpu_us_per_msg": us} for us in (62.0, 53.0, 55.0)]
+    rounds += [{"variant": "tsung", "server_cpu_us_per_msg": us} for us in (44.0, 50.0, 47.0)]
+    verdict = peers._verdict("hold", rows, {}, None, rounds)
+    assert "woke 0.1 times per echo for wslocust-user, 0.3 for tsung: not more often" in verdict
+    assert "53.0-62.0 us for wslocust-user, 44.0-50.0 us for tsung: apart in every round" in verdict
+    rounds[-1]["server_cpu_us_per_msg"] = 58.0
+    assert "44.0-58.0 us for tsung: the ranges overlap" in peers._verdict("hold", rows, {}, None, rounds)
+
+    rows[0].update(generator_peak_rss=140 * mib, cpu_vs_cheapest_peer=0.7, server_cpu_vs_lowest_peer=0.9)
     met = peers._verdict("hold", rows, {}, greenlet_floor=None)
     assert "MISSED" not in met and "per connection" not in met and "us less" not in met
 

@@ -155,7 +155,7 @@ def _run_part(
     profiles = _profiles(part, variants, plan, server, args, context) if args.profile else {}
     floor = _greenlet_floor(context) if part == "hold" and _rss_missed(rows) else None
     title, columns, notes = _table(part, plan, args.rounds)
-    print_table(title, columns, rows, notes + _verdict(part, rows, profiles, floor))
+    print_table(title, columns, rows, notes + _verdict(part, rows, profiles, floor, results))
     emit_results(NAME, results)
     return results
 
@@ -289,12 +289,17 @@ def _met(value: float | None, target: float, at_most: bool = False) -> str:
 
 
 def _verdict(
-    part: str, rows: list[dict[str, Any]], profiles: dict[str, str] | None = None, greenlet_floor: float | None = None
+    part: str,
+    rows: list[dict[str, Any]],
+    profiles: dict[str, str] | None = None,
+    greenlet_floor: float | None = None,
+    results: list[dict[str, Any]] | None = None,
 ) -> str:
+    """The targets' lines under a part's table, from its medians (``rows``) and every round's ``results``."""
     profiles = profiles or {}
     if part == "throughput":
         return _throughput_verdict(rows, profiles)
-    return _hold_verdict(rows, profiles, greenlet_floor)
+    return _hold_verdict(rows, profiles, greenlet_floor, results or [])
 
 
 def _us_per_echo(row: dict[str, Any] | None) -> float | None:
@@ -377,7 +382,9 @@ def _rss_missed(rows: list[dict[str, Any]]) -> bool:
     return user is not None and user["generator_peak_rss"] / 2**20 > TARGET_RSS_MB
 
 
-def _hold_verdict(rows: list[dict[str, Any]], profiles: dict[str, str], greenlet_floor: float | None) -> str:
+def _hold_verdict(
+    rows: list[dict[str, Any]], profiles: dict[str, str], greenlet_floor: float | None, results: list[dict[str, Any]]
+) -> str:
     user = _ok(rows, "wslocust-user")
     if user is None:
         return ""
@@ -412,7 +419,28 @@ def _hold_verdict(rows: list[dict[str, Any]], profiles: dict[str, str], greenlet
             verdict += ": messages that reach it one by one cost a wake-up each, a batch shares one"
         else:
             verdict += ": not more often; the difference is per message"
+        verdict += _server_spread(results, lowest["variant"])
     return verdict
+
+
+def _server_spread(results: list[dict[str, Any]], peer: str) -> str:
+    """The server's CPU per echo in each round for wslocust-user and ``peer``: is the difference in the noise?"""
+    ranges = {}
+    for variant in ("wslocust-user", peer):
+        values = [
+            r["server_cpu_us_per_msg"] for r in results if r["variant"] == variant and r.get("server_cpu_us_per_msg")
+        ]
+        if len(values) < 2:
+            return ""
+        ranges[variant] = (min(values), max(values))
+    (ours_low, ours_high), (theirs_low, theirs_high) = ranges["wslocust-user"], ranges[peer]
+    text = (
+        f"\n  the server's CPU per echo over the rounds: {ours_low:.1f}-{ours_high:.1f} us for wslocust-user, "
+        f"{theirs_low:.1f}-{theirs_high:.1f} us for {peer}"
+    )
+    if ours_low <= theirs_high:
+        return text + ": the ranges overlap, the difference is within the run-to-run spread"
+    return text + ": apart in every round"
 
 
 def _hold_us_per_echo(row: dict[str, Any]) -> float | None:
