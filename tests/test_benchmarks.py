@@ -104,6 +104,10 @@ def test_hold_50k_checks_what_it_held_against_the_servers(tmp_path):
     assert result["connect_failures"] == result["echo_failures"] == 0
     # Every echo the users counted was sent by a server; at most one per connection was in flight at stop.
     assert 0 <= result["server_messages_sent"] - result["echoes"] <= 40
+    # A 1 s ramp sampled once a second: measured (over 0 s) or not measured, never 0.0 s or NaN.
+    assert result["ramp_seconds"] is None or result["ramp_seconds"] > 0
+    assert (result["ramp_seconds"] is None) == (result["cpu_percent_workers_ramp"] is None)
+    assert "NaN" not in completed.stdout
     assert_all_gone(logged_pids(tmp_path))
 
 

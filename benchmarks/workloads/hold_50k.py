@@ -88,7 +88,7 @@ def run(args: argparse.Namespace, context: Context) -> list[dict[str, Any]]:
         result = figures
     else:
         for key, value in figures.items():
-            print(f"{key:34} {value}")
+            print(f"{key:34} {'not measured' if value is None else value}")
         held = _all_held(figures)
         result = {"variant": "wslocust-user", **figures, "exit_code": 0 if held else 1}
         if not held:
@@ -298,8 +298,12 @@ def _figures(args: argparse.Namespace, watch: Watch, truth: dict[str, int], locu
             (sum(v for pid, v in s.rss.items() if watch.roles[pid].startswith(roles)) for s in samples), default=0
         )
 
-    def cpu(roles: str, start: float, end: float) -> float:
-        return round(_cpu_percent(watch, start, end, roles), 1)
+    def cpu(roles: str, start: float, end: float) -> float | None:
+        percent = _cpu_percent(watch, start, end, roles)
+        return None if percent is None else round(percent, 1)
+
+    # A ramp that fell between two samples (a tiny run) is not measured: 0.0 s would be false.
+    ramp_measured = full > first
 
     connect = stats.get("connect", {})
     echo = stats.get("echo", {})
@@ -311,9 +315,8 @@ def _figures(args: argparse.Namespace, watch: Watch, truth: dict[str, int], locu
         "peak_open": peak_open,
         "held_min": min(held, default=0),
         "held_seconds": round(args.hold if held else 0),
-        "ramp_seconds": round(full - first, 1),
-        # None too when the ramp fell within one sample (a tiny run).
-        "connect_rate_mean": round(args.connections / (full - first), 1) if held and full > first else None,
+        "ramp_seconds": round(full - first, 1) if ramp_measured else None,
+        "connect_rate_mean": round(args.connections / (full - first), 1) if held and ramp_measured else None,
         "connect_rate_peak_1s": round(max(rates, default=0), 1),
         "peak_rss_mb_per_worker": {role: _mb(rss) for role, rss in workers.items()},
         "peak_rss_mb_workers_total": _mb(peak_total("worker")),
@@ -321,10 +324,10 @@ def _figures(args: argparse.Namespace, watch: Watch, truth: dict[str, int], locu
         "peak_rss_mb_servers_total": _mb(peak_total("server")),
         "peak_rss_mb_everything": _mb(peak_total("")),
         "rss_kb_per_connection_workers": round(peak_total("worker") / 1024 / max(peak_open, 1), 1),
-        "cpu_percent_workers_ramp": cpu("worker", first, full),
+        "cpu_percent_workers_ramp": cpu("worker", first, full) if ramp_measured else None,
         "cpu_percent_workers_hold": cpu("worker", full, hold_end),
         "cpu_percent_master_hold": cpu("master", full, hold_end),
-        "cpu_percent_servers_ramp": cpu("server", first, full),
+        "cpu_percent_servers_ramp": cpu("server", first, full) if ramp_measured else None,
         "cpu_percent_servers_hold": cpu("server", full, hold_end),
         "connects": connect.get("num_requests"),
         "connect_failures": connect.get("num_failures"),
@@ -364,11 +367,11 @@ def _results_block(log_lines: list[str]) -> list[str]:
     return [line.strip() for line in itertools.takewhile(str.strip, log_lines[start + 1 :])]
 
 
-def _cpu_percent(watch: Watch, start: float, end: float, roles: str) -> float:
-    """CPU % (100 = one core) of the processes whose role starts with ``roles``, between two times."""
+def _cpu_percent(watch: Watch, start: float, end: float, roles: str) -> float | None:
+    """CPU % (100 = one core) of the processes whose role starts with ``roles``, between two times (None: under two samples)."""
     window = [s for s in watch.samples if start <= s.time <= end]
     if len(window) < 2:
-        return float("nan")
+        return None
     first, last = window[0], window[-1]
     used = sum(
         last.cpu[pid] - first.cpu[pid]
