@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from .processes import HOST, Child, Pinning, ProcessTree, log
 
 __all__ = ["Server", "start_node_server", "start_reference_server", "start_server"]
@@ -114,14 +112,7 @@ class Server:
         threads' voluntary context switches): per echo, whether the messages reached it one by one or
         in batches that one wake-up serves.
         """
-        total = 0
-        for tree in self.trees:
-            for member in tree.members():
-                try:
-                    total += member.num_ctx_switches().voluntary
-                except psutil.Error:
-                    continue
-        return total
+        return int(sum(tree.total(lambda member: member.num_ctx_switches().voluntary) for tree in self.trees))
 
     def stop(self) -> None:
         for child in self.children:

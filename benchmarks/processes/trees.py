@@ -14,6 +14,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
@@ -101,10 +102,14 @@ class ProcessTree:
 
     def system_seconds(self) -> float:
         """CPU-seconds in the kernel of the live members (read at a window's edges, as :meth:`cpu_seconds`)."""
+        return self.total(lambda member: member.cpu_times().system)
+
+    def total(self, read: Callable[[psutil.Process], float]) -> float:
+        """``read`` of every live member, summed (a member that exits meanwhile counts 0)."""
         total = 0.0
         for member in self.members():
             try:
-                total += member.cpu_times().system
+                total += read(member)
             except psutil.Error:
                 continue
         return total
