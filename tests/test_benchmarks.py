@@ -317,7 +317,7 @@ def test_a_missed_throughput_target_comes_with_what_it_allows_per_echo_and_what_
     # 50 us per echo against Tsung's 40 and the lean loop's 20: the lean loop's target (20 / 0.85 = 23.5 us) is the
     # tighter one; the 30 us wslocust adds would have to fit in 3.5.
     verdict = peers._verdict("throughput", _throughput_rows(20_000, 25_000, 50_000), {"wslocust-user": "Locust 40%"})
-    assert "target 2: wslocust-user x0.8 the best peer" in verdict and "MISSED" in verdict
+    assert "target 2: wslocust-user x0.80 the best peer" in verdict and "MISSED" in verdict
     assert (
         "50.0 us of generator CPU per echo (12.0 in the kernel); x0.85 the lean loop allows 23.5 us (tsung 40.0 us)"
         in verdict
@@ -356,7 +356,7 @@ def test_a_missed_memory_target_comes_with_the_memory_per_connection_it_allows()
     assert (
         "hold CPU: 100 us of generator CPU per echo (tsung 100 us): x0.8 allows 80 us, 20 us less per echo" in verdict
     )
-    assert "server CPU per echo x0.9 the lowest peer's (target <= 1.0): met" in verdict
+    assert "server CPU per echo x0.90 the lowest peer's (target <= 1.0): met" in verdict
 
     # The server paid more for wslocust's traffic: how its rounds compare with the lowest peer's says if it is noise.
     rows[0].update(server_cpu_vs_lowest_peer=1.2, server_wakeups_per_msg=0.1)
@@ -364,7 +364,7 @@ def test_a_missed_memory_target_comes_with_the_memory_per_connection_it_allows()
     rounds = [{"variant": "wslocust-user", "server_cpu_us_per_msg": us} for us in (62.0, 53.0, 55.0)]
     rounds += [{"variant": "tsung", "server_cpu_us_per_msg": us} for us in (44.0, 50.0, 47.0)]
     verdict = peers._verdict("hold", rows, {}, None, rounds)
-    assert "woke 0.1 times per echo for wslocust-user, 0.3 for tsung: not more often" in verdict
+    assert "woke 0.10 times per echo for wslocust-user, 0.30 for tsung: not more often" in verdict
     assert "53.0-62.0 us for wslocust-user, 44.0-50.0 us for tsung: apart in every round" in verdict
     rounds[-1]["server_cpu_us_per_msg"] = 58.0
     assert "44.0-58.0 us for tsung: the ranges overlap" in peers._verdict("hold", rows, {}, None, rounds)

@@ -282,6 +282,15 @@ def _table(part: str, plan: Plan, rounds: int) -> tuple[str, tuple[Column, ...],
     return title, columns, notes
 
 
+def _times(value: float | None) -> str:
+    """A median ratio as printed: ``x0.89`` (``x?`` when not measured)."""
+    return "x?" if value is None else f"x{value:.2f}"
+
+
+def _decimal(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
 def _met(value: float | None, target: float, at_most: bool = False) -> str:
     if value is None:
         return "not measured"
@@ -326,8 +335,8 @@ def _throughput_verdict(rows: list[dict[str, Any]], profiles: dict[str, str]) ->
             continue
         vs_best, vs_lean = row.get("vs_best_peer"), row.get("vs_lean_loop")
         lines.append(
-            f"\ntarget 2: {variant} x{vs_best} the best peer in msgs per generator CPU-second (median ratio; "
-            f"target >= {TARGET_VS_BEST_PEER}): {_met(vs_best, TARGET_VS_BEST_PEER)}; x{vs_lean} the lean loop "
+            f"\ntarget 2: {variant} {_times(vs_best)} the best peer in msgs per generator CPU-second (median ratio; "
+            f"target >= {TARGET_VS_BEST_PEER}): {_met(vs_best, TARGET_VS_BEST_PEER)}; {_times(vs_lean)} the lean loop "
             f"(target >= {TARGET_VS_LEAN_LOOP}): {_met(vs_lean, TARGET_VS_LEAN_LOOP)}"
         )
         if _met(vs_best, TARGET_VS_BEST_PEER) != "MISSED" and _met(vs_lean, TARGET_VS_LEAN_LOOP) != "MISSED":
@@ -392,8 +401,8 @@ def _hold_verdict(
     cpu, server = user.get("cpu_vs_cheapest_peer"), user.get("server_cpu_vs_lowest_peer")
     verdict = (
         f"\ntarget 3: wslocust-user peak RSS {rss_mb:.0f} MB (target <= {TARGET_RSS_MB} MB): "
-        f"{_met(rss_mb, TARGET_RSS_MB, True)}; hold CPU x{cpu} the cheapest peer's (target <= "
-        f"{TARGET_CPU_VS_CHEAPEST}): {_met(cpu, TARGET_CPU_VS_CHEAPEST, True)}; server CPU per echo x{server} "
+        f"{_met(rss_mb, TARGET_RSS_MB, True)}; hold CPU {_times(cpu)} the cheapest peer's (target <= "
+        f"{TARGET_CPU_VS_CHEAPEST}): {_met(cpu, TARGET_CPU_VS_CHEAPEST, True)}; server CPU per echo {_times(server)} "
         f"the lowest peer's (target <= 1.0): {_met(server, 1.0, True)}"
     )
     if rss_mb > TARGET_RSS_MB:
@@ -414,7 +423,10 @@ def _hold_verdict(
     if server is not None and server > 1.0 and lowest is not None:
         # The reason, when the server pays more for wslocust's traffic: how its messages reach the server.
         ours, theirs = user.get("server_wakeups_per_msg"), lowest.get("server_wakeups_per_msg")
-        verdict += f"\n  the server's event loop woke {ours} times per echo for wslocust-user, {theirs} for {lowest['variant']}"
+        verdict += (
+            f"\n  the server's event loop woke {_decimal(ours)} times per echo for wslocust-user, "
+            f"{_decimal(theirs)} for {lowest['variant']}"
+        )
         if ours is not None and theirs is not None and ours > theirs:
             verdict += ": messages that reach it one by one cost a wake-up each, a batch shares one"
         else:
