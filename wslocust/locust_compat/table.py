@@ -114,6 +114,7 @@ PATCHED: dict[str, tuple[str, ...]] = {
         "locust.runners:STATE_CLEANUP",
         "locust.runners:Runner().user_greenlets",
         "locust.runners:Runner().state",
+        "locust.runners:Runner.stop_users(self, user_classes_stop_count)",
     ),
     # Read, not patched, by the reporting modules:
     "wslocust.reporting.latency": (

@@ -8,11 +8,11 @@ loop that does not yield, and ``User.start`` spawns the greenlet that calls
 must open it before the task loop and close it after, in its own greenlet:
 :class:`SessionUser` lets it say so without overriding ``run`` itself.
 
-It also stops without a waiting greenlet per user when the whole run stops (:meth:`SessionUser.stop`).
+It also stops without a greenlet per user when the whole run stops (:meth:`SessionUser.stop`).
 
 The Locust names this relies on (``User.start(self, group)``, ``User.run(self)``, ``User.stop``,
 ``User._state``, ``User._group``, ``User._greenlet``, ``LOCUST_STATE_WAITING``, ``STATE_CLEANUP``,
-``Runner.user_greenlets``, and the pacing clock ``User._cp_last_run`` and
+``Runner.user_greenlets``, ``Runner.stop_users``, and the pacing clock ``User._cp_last_run`` and
 ``User._cp_last_wait_time`` of ``constant_pacing`` / ``constant_throughput``) are listed in
 :data:`wslocust.locust_compat.PATCHED`; ``tests/test_locust_compat.py``
 fails when one disappears and checks the behaviour on the oldest Locust allowed.
@@ -80,26 +80,65 @@ class SessionUser(User):
 
         Locust stops each user from a greenlet of its own, which waits until the user has ended
         (``killone`` blocks): a run of 10,000 users that close their connections at once held 10,000 more
-        greenlets of ~8 KB each, its peak memory (292 MiB, against ~200 while holding; now 228). The runner
+        greenlets of ~8 KB each, its peak memory (292 MiB, against ~200 while holding; then 228). The runner
         waits for them all at once instead, first thing at ``test_stop`` (the end of ``Runner.stop``,
         after ``stop_users``): every count is final for what listens to it, as before.
         """
         runner = self.environment.runner
-        killing = force or self._state in (None, LOCUST_STATE_WAITING)
-        if killing and runner is not None and runner.state == STATE_CLEANUP and self._group is not None:
+        whole_stop = runner is not None and runner.state == STATE_CLEANUP and self._group is not None
+        if whole_stop and self._killed_at_once(force):
             _wait_for_users_before_test_stop(runner)
             self._group.killone(self._greenlet, block=False)
             return True
         return super().stop(force)
 
+    def _killed_at_once(self, force: bool) -> bool:
+        """Whether Locust's ``User.stop(force)`` kills this user now (else it lets its task finish first)."""
+        return force or self._state in (None, LOCUST_STATE_WAITING)
+
     def start(self, group: Any) -> Any:
         """Locust's ``User.start``, after :meth:`starting`."""
         self.starting()
+        runner = self.environment.runner
+        if runner is not None and group is runner.user_greenlets:
+            _stop_sessions_at_once(runner)
         return super().start(group)
 
     def run(self) -> None:  # type: ignore[misc]  # Locust's run is @final: this is the one override
         """Runs :meth:`session` in this user's greenlet."""
         self.session()
+
+
+def _stop_sessions_at_once(runner: Any) -> None:
+    """
+    Make ``runner``'s whole stop stop its session users in one loop, without a greenlet per user. Idempotent.
+
+    Locust's ``Runner.stop`` calls ``stop_users``, which calls each user's ``stop`` from a greenlet of its
+    own (``gevent.spawn_later(0, user.stop)``): 10,000 greenlets with their timers and arguments at once,
+    ~18 MB of a 10,000-connection run's peak, on top of the connections it holds. When the whole run stops
+    (state CLEANUP), the session users that Locust would kill at once are stopped here, one after the
+    other (none waits), and leave ``user_greenlets`` for a list of their own that the runner waits for
+    before ``test_stop`` (:func:`_wait_for_users_before_test_stop`); Locust's ``stop_users`` then stops
+    the rest (users finishing a task within ``--stop-timeout``) as it always does. Locust computed the
+    final user counts before calling ``stop_users``.
+    """
+    if getattr(runner, "_wslocust_stops_sessions_at_once", False):
+        return
+    runner._wslocust_stops_sessions_at_once = True
+    locust_stop_users = runner.stop_users
+
+    def stop_users(user_classes_stop_count: dict[str, int], *args: Any, **kwargs: Any) -> Any:
+        if runner.state == STATE_CLEANUP:
+            force = not runner.environment.stop_timeout
+            stopping = runner.__dict__.setdefault("_wslocust_stopping_users", [])
+            for user_greenlet in list(runner.user_greenlets):
+                user = user_greenlet.args[0] if user_greenlet.args else None
+                if isinstance(user, SessionUser) and user._killed_at_once(force) and user.stop(force):
+                    runner.user_greenlets.discard(user_greenlet)
+                    stopping.append(user_greenlet)
+        return locust_stop_users(user_classes_stop_count, *args, **kwargs)
+
+    runner.stop_users = stop_users
 
 
 def _wait_for_users_before_test_stop(runner: Any) -> None:
@@ -109,6 +148,8 @@ def _wait_for_users_before_test_stop(runner: Any) -> None:
     runner._wslocust_waits_for_users = True
 
     def wait_for_users(**_: Any) -> None:
-        gevent.joinall(list(runner.user_greenlets))  # as Locust's blocking kills did, one by one
+        # As Locust's blocking kills did, one by one; and the users stopped in one loop (_stop_sessions_at_once).
+        stopping, runner._wslocust_stopping_users = getattr(runner, "_wslocust_stopping_users", []), []
+        gevent.joinall([*runner.user_greenlets, *stopping])
 
     listen_before_runner(runner.environment.events.test_stop, wait_for_users)
