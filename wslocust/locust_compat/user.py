@@ -80,7 +80,7 @@ class SessionUser(User):
 
         Locust stops each user from a greenlet of its own, which waits until the user has ended
         (``killone`` blocks): a run of 10,000 users that close their connections at once held 10,000 more
-        greenlets of ~8 KB each, its peak memory (292 MiB, against ~200 while holding; then 228). The runner
+        greenlets of ~8 KB each, its peak memory (292 MiB, against ~210 while holding; then 228). The runner
         waits for them all at once instead, first thing at ``test_stop`` (the end of ``Runner.stop``,
         after ``stop_users``): every count is final for what listens to it, as before.
         """
@@ -115,7 +115,7 @@ def _stop_sessions_at_once(runner: Any) -> None:
 
     Locust's ``Runner.stop`` calls ``stop_users``, which calls each user's ``stop`` from a greenlet of its
     own (``gevent.spawn_later(0, user.stop)``): 10,000 greenlets with their timers and arguments at once,
-    ~18 MB of a 10,000-connection run's peak, on top of the connections it holds. When the whole run stops
+    ~18 MB of a 10,000-connection run's peak (228 MiB; 210 without). When the whole run stops
     (state CLEANUP), the session users that Locust would kill at once are stopped here, one after the
     other (none waits), and leave ``user_greenlets`` for a list of their own that the runner waits for
     before ``test_stop`` (:func:`_wait_for_users_before_test_stop`); Locust's ``stop_users`` then stops
