@@ -342,7 +342,7 @@ def test_a_missed_memory_target_comes_with_the_memory_per_connection_it_allows()
     mib = 2**20
     rows = [
         {"variant": "wslocust-user", "generator_peak_rss": 228 * mib, "generator_idle_rss": 50 * mib,
-         "connections_open": 10_000, "generator_cpu_share": 0.2, "server_msgs_per_s": 2000.0,
+         "connections_open": 10_000, "generator_cpu_share": 0.2, "server_msgs_per_s": 2000.0, "generator_system_us_per_msg": 30.0,
          "cpu_vs_cheapest_peer": 1.0, "server_cpu_vs_lowest_peer": 0.9},
         {"variant": "tsung", "generator_peak_rss": 388 * mib, "generator_cpu_share": 0.2, "server_msgs_per_s": 2000.0,
          "server_cpu_us_per_msg": 50.0},
@@ -354,7 +354,8 @@ def test_a_missed_memory_target_comes_with_the_memory_per_connection_it_allows()
     assert "a blocked gevent greenlet alone keeps 8.3 KB" in verdict
     # Hold CPU x1.0 the cheapest: 100 us per echo, 80 allowed.
     assert (
-        "hold CPU: 100 us of generator CPU per echo (tsung 100 us): x0.8 allows 80 us, 20 us less per echo" in verdict
+        "hold CPU: 100 us of generator CPU per echo (30.0 in the kernel), tsung 100 us: x0.8 allows 80 us, 20 us less per echo"
+        in verdict
     )
     assert "server CPU per echo x0.90 the lowest peer's (target <= 1.0): met" in verdict
 

@@ -413,7 +413,8 @@ def _hold_verdict(
         ours, theirs = _hold_us_per_echo(user), _hold_us_per_echo(cheapest)
         if ours is not None and theirs is not None:
             verdict += (
-                f"\n  hold CPU: {ours:.0f} us of generator CPU per echo ({cheapest['variant']} {theirs:.0f} us): "
+                f"\n  hold CPU: {ours:.0f} us of generator CPU per echo{_in_kernel(user)}, "
+                f"{cheapest['variant']} {theirs:.0f} us{_in_kernel(cheapest)}: "
                 f"x{TARGET_CPU_VS_CHEAPEST} allows {theirs * TARGET_CPU_VS_CHEAPEST:.0f} us, "
                 f"{ours - theirs * TARGET_CPU_VS_CHEAPEST:.0f} us less per echo"
             )
