@@ -280,6 +280,48 @@ def test_a_user_without_tasks_can_keep_a_window_of_echoes_in_flight(server):
     assert echoes == server.counters.messages_received == totals.messages_sent
 
 
+def test_a_ramp_down_stops_users_without_a_waiting_greenlet_each_and_counts_them_gone_at_once():
+    # Locust stops each user of a ramp-down from a greenlet spawned for it, which waited until the user had
+    # ended: one more ~8 KB greenlet per stopping user while its close waits for the server (5,000 -> 500
+    # users: +37 MiB), and the stopping users still counted as running. Here every close waits close_timeout.
+    server = FaultServer().start()
+
+    class Holder(WebSocketUser):
+        close_timeout = 0.5
+
+    def live_greenlets():
+        return sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet.greenlet) and not obj.dead)
+
+    try:
+        environment, runner = start_run(Holder, users=50, host=server.url("/half-open"))
+        counters = run_state(environment).counters
+        wait_for(lambda: counters.open == 50, timeout=10)
+        before = live_greenlets()
+        most = [before]
+        closed_when_counted_gone = []
+
+        def watch():
+            deadline = time.monotonic() + 10
+            while counters.closed < 45 and time.monotonic() < deadline:
+                most.append(live_greenlets())
+                if runner.user_count == 5 and not closed_when_counted_gone:
+                    closed_when_counted_gone.append(counters.closed)
+                gevent.sleep(0.02)
+
+        watcher = gevent.spawn(watch)
+        runner.start(5, spawn_rate=1000)
+        watcher.join(timeout=15)
+        assert counters.open == 5 and counters.closed == 45
+        assert runner.user_count == 5
+        runner.quit()
+    finally:
+        server.stop()
+    assert counters.closed == 50
+    # Gone from Locust's count while their closes still waited for the server.
+    assert closed_when_counted_gone and closed_when_counted_gone[0] < 45
+    assert max(most) - before < 10, f"{max(most) - before} more greenlets while 45 users stopped"
+
+
 def test_a_whole_stop_waits_for_every_close_at_once_not_from_a_greenlet_per_user(monkeypatch):
     # The closes wait close_timeout for a server that answers nothing. Locust stopped each user from a
     # greenlet of its own that waited for it: one more ~8 KB greenlet per user, the peak memory of a

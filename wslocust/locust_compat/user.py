@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 import gevent
+from gevent.pool import Group
 from locust import User
 from locust.runners import STATE_CLEANUP
 from locust.user.task import LOCUST_STATE_WAITING
@@ -76,25 +77,32 @@ class SessionUser(User):
 
     def stop(self, force: bool = False) -> bool:
         """
-        Locust's ``User.stop``; but when the whole run stops, a kill does not wait here for the user to end.
+        Locust's ``User.stop``; but a kill does not wait here for the user to end.
 
         Locust stops each user from a greenlet of its own, which waits until the user has ended
         (``killone`` blocks): a run of 10,000 users that close their connections at once held 10,000 more
-        greenlets of ~8 KB each, its peak memory (292 MiB, against ~210 while holding; then 228). The runner
-        waits for them all at once instead, first thing at ``test_stop`` (the end of ``Runner.stop``,
+        greenlets of ~8 KB each, its peak memory (292 MiB, against ~210 while holding), and a ramp-down
+        from 5,000 users to 500 grew by 37 MiB. The user leaves Locust's ``user_greenlets`` at once (it
+        no longer runs: Locust's counts and its next ramp step see it gone) for a group of users still
+        closing, which the runner waits for first thing at ``test_stop`` (the end of ``Runner.stop``,
         after ``stop_users``): every count is final for what listens to it, as before.
         """
-        runner = self.environment.runner
-        whole_stop = runner is not None and runner.state == STATE_CLEANUP and self._group is not None
-        if whole_stop and self._killed_at_once(force):
-            _wait_for_users_before_test_stop(runner)
-            self._group.killone(self._greenlet, block=False)
-            return True
-        return super().stop(force)
+        return self._stop_without_waiting(force) or super().stop(force)
 
-    def _killed_at_once(self, force: bool) -> bool:
-        """Whether Locust's ``User.stop(force)`` kills this user now (else it lets its task finish first)."""
-        return force or self._state in (None, LOCUST_STATE_WAITING)
+    def _stop_without_waiting(self, force: bool) -> bool:
+        """Kill this user if Locust's ``stop(force)`` would, without waiting for it to end; True if it did."""
+        runner = self.environment.runner
+        if self._group is None or self._group is not getattr(runner, "user_greenlets", None):
+            return False
+        if self._greenlet is gevent.getcurrent():
+            return False
+        if not (force or self._state in (None, LOCUST_STATE_WAITING)):
+            return False  # Locust lets it finish its task first
+        stopping = _users_stopping(runner)
+        self._group.killone(self._greenlet, block=False)
+        self._group.discard(self._greenlet)
+        stopping.add(self._greenlet)  # leaves it by itself when it ends
+        return True
 
     def start(self, group: Any) -> Any:
         """Locust's ``User.start``, after :meth:`starting`."""
@@ -115,12 +123,10 @@ def _stop_sessions_at_once(runner: Any) -> None:
 
     Locust's ``Runner.stop`` calls ``stop_users``, which calls each user's ``stop`` from a greenlet of its
     own (``gevent.spawn_later(0, user.stop)``): 10,000 greenlets with their timers and arguments at once,
-    ~18 MB of a 10,000-connection run's peak (228 MiB; 210 without). When the whole run stops
-    (state CLEANUP), the session users that Locust would kill at once are stopped here, one after the
-    other (none waits), and leave ``user_greenlets`` for a list of their own that the runner waits for
-    before ``test_stop`` (:func:`_wait_for_users_before_test_stop`); Locust's ``stop_users`` then stops
-    the rest (users finishing a task within ``--stop-timeout``) as it always does. Locust computed the
-    final user counts before calling ``stop_users``.
+    ~18 MB of a 10,000-connection run's peak (228 MiB; 210 without). When the whole run stops (state
+    CLEANUP), the session users that Locust would kill at once are stopped here first, one after the other
+    (none waits: :meth:`SessionUser.stop`); Locust's ``stop_users`` then stops the rest (users finishing a
+    task within ``--stop-timeout``) as it always does. Locust computed the final user counts before.
     """
     if getattr(runner, "_wslocust_stops_sessions_at_once", False):
         return
@@ -130,26 +136,28 @@ def _stop_sessions_at_once(runner: Any) -> None:
     def stop_users(user_classes_stop_count: dict[str, int], *args: Any, **kwargs: Any) -> Any:
         if runner.state == STATE_CLEANUP:
             force = not runner.environment.stop_timeout
-            stopping = runner.__dict__.setdefault("_wslocust_stopping_users", [])
             for user_greenlet in list(runner.user_greenlets):
                 user = user_greenlet.args[0] if user_greenlet.args else None
-                if isinstance(user, SessionUser) and user._killed_at_once(force) and user.stop(force):
-                    runner.user_greenlets.discard(user_greenlet)
-                    stopping.append(user_greenlet)
+                if isinstance(user, SessionUser):
+                    user._stop_without_waiting(force)
         return locust_stop_users(user_classes_stop_count, *args, **kwargs)
 
     runner.stop_users = stop_users
 
 
-def _wait_for_users_before_test_stop(runner: Any) -> None:
-    """Make ``runner`` wait for every user greenlet before any other ``test_stop`` listener runs. Idempotent."""
-    if getattr(runner, "_wslocust_waits_for_users", False):
-        return
-    runner._wslocust_waits_for_users = True
+def _users_stopping(runner: Any) -> Group:
+    """
+    The users :meth:`SessionUser.stop` killed that have not ended yet; ``runner`` waits for them (and for
+    every user greenlet) before any other ``test_stop`` listener runs.
+    """
+    stopping = getattr(runner, "_wslocust_users_stopping", None)
+    if stopping is not None:
+        return stopping
+    stopping = runner._wslocust_users_stopping = Group()
 
     def wait_for_users(**_: Any) -> None:
-        # As Locust's blocking kills did, one by one; and the users stopped in one loop (_stop_sessions_at_once).
-        stopping, runner._wslocust_stopping_users = getattr(runner, "_wslocust_stopping_users", []), []
+        # As Locust's blocking kills did, one by one.
         gevent.joinall([*runner.user_greenlets, *stopping])
 
     listen_before_runner(runner.environment.events.test_stop, wait_for_users)
+    return stopping
