@@ -8,7 +8,8 @@ loop that does not yield, and ``User.start`` spawns the greenlet that calls
 must open it before the task loop and close it after, in its own greenlet:
 :class:`SessionUser` lets it say so without overriding ``run`` itself.
 
-It also stops without a greenlet per user when the whole run stops (:meth:`SessionUser.stop`).
+It also stops users without a greenlet waiting for each (:meth:`SessionUser.stop`), and a whole stop
+without a greenlet per user at all.
 
 The Locust names this relies on (``User.start(self, group)``, ``User.run(self)``, ``User.stop``,
 ``User._state``, ``User._group``, ``User._greenlet``, ``LOCUST_STATE_WAITING``, ``STATE_CLEANUP``,
@@ -108,7 +109,7 @@ class SessionUser(User):
         """Locust's ``User.start``, after :meth:`starting`."""
         self.starting()
         runner = self.environment.runner
-        if runner is not None and group is runner.user_greenlets:
+        if runner is not None and group is getattr(runner, "user_greenlets", None):
             _stop_sessions_at_once(runner)
         return super().start(group)
 
