@@ -92,17 +92,16 @@ class SessionUser(User):
 
     def _stop_without_waiting(self, force: bool) -> bool:
         """Kill this user if Locust's ``stop(force)`` would, without waiting for it to end; True if it did."""
-        runner = self.environment.runner
-        if self._group is None or self._group is not getattr(runner, "user_greenlets", None):
-            return False
-        if self._greenlet is gevent.getcurrent():
+        runner, user_greenlet = self.environment.runner, self._greenlet
+        users = getattr(runner, "user_greenlets", None)
+        if users is None or self._group is not users or user_greenlet is gevent.getcurrent():
             return False
         if not (force or self._state in (None, LOCUST_STATE_WAITING)):
             return False  # Locust lets it finish its task first
         stopping = _users_stopping(runner)
-        self._group.killone(self._greenlet, block=False)
-        self._group.discard(self._greenlet)
-        stopping.add(self._greenlet)  # leaves it by itself when it ends
+        users.killone(user_greenlet, block=False)
+        users.discard(user_greenlet)
+        stopping.add(user_greenlet)  # leaves it by itself when it ends
         return True
 
     def start(self, group: Any) -> Any:
