@@ -342,10 +342,11 @@ def test_a_missed_memory_target_comes_with_the_memory_per_connection_it_allows()
     mib = 2**20
     rows = [
         {"variant": "wslocust-user", "generator_peak_rss": 228 * mib, "generator_idle_rss": 50 * mib,
-         "connections_open": 10_000, "generator_cpu_share": 0.2, "server_msgs_per_s": 2000.0, "generator_system_us_per_msg": 30.0,
+         "connections_open": 10_000, "generator_cpu_share": 0.2, "server_msgs_per_s": 2000.0,
+         "msgs_per_generator_cpu_s": 10_000.0, "generator_system_us_per_msg": 30.0,
          "cpu_vs_cheapest_peer": 1.0, "server_cpu_vs_lowest_peer": 0.9},
         {"variant": "tsung", "generator_peak_rss": 388 * mib, "generator_cpu_share": 0.2, "server_msgs_per_s": 2000.0,
-         "server_cpu_us_per_msg": 50.0},
+         "msgs_per_generator_cpu_s": 10_000.0, "server_cpu_us_per_msg": 50.0},
     ]  # fmt: skip
     verdict = peers._verdict("hold", rows, {}, greenlet_floor=8_477.0)
     assert "peak RSS 228 MB (target <= 150 MB): MISSED" in verdict

@@ -157,10 +157,7 @@ def measure_run(
                 pass
     # The last sample a poll interval before the server saw a connection: the tool started, nothing open.
     idle = [rss for at, _cpu, rss in sampler.samples if at < first_connection[0] - 0.05]
-    return {
-        **_figures(variant, plan, before, after, ramp_s, sampler.peak_rss),
-        "generator_idle_rss": idle[-1] if idle else None,
-    }
+    return _figures(variant, plan, before, after, ramp_s, sampler.peak_rss, idle[-1] if idle else None)
 
 
 def _edge(server: Server, tree: ProcessTree) -> dict[str, Any]:
@@ -178,7 +175,13 @@ def _edge(server: Server, tree: ProcessTree) -> dict[str, Any]:
 
 
 def _figures(
-    variant: str, plan: Plan, before: dict[str, Any], after: dict[str, Any], ramp_s: float, peak_rss: int
+    variant: str,
+    plan: Plan,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    ramp_s: float,
+    peak_rss: int,
+    idle_rss: int | None,
 ) -> dict[str, Any]:
     window = after["time"] - before["time"]
     messages = after["stats"]["messages_sent"] - before["stats"]["messages_sent"]
@@ -208,4 +211,5 @@ def _figures(
         if messages
         else None,
         "generator_peak_rss": peak_rss,
+        "generator_idle_rss": idle_rss,
     }

@@ -410,7 +410,7 @@ def _hold_verdict(
     peers = [row for row in rows if row["variant"] in PEERS and row.get("generator_cpu_share")]
     cheapest = min(peers, key=lambda row: row["generator_cpu_share"], default=None)
     if cpu is not None and cpu > TARGET_CPU_VS_CHEAPEST and cheapest is not None:
-        ours, theirs = _hold_us_per_echo(user), _hold_us_per_echo(cheapest)
+        ours, theirs = _us_per_echo(user), _us_per_echo(cheapest)
         if ours is not None and theirs is not None:
             verdict += (
                 f"\n  hold CPU: {ours:.0f} us of generator CPU per echo{_in_kernel(user)}, "
@@ -456,12 +456,6 @@ def _server_spread(results: list[dict[str, Any]], peer: str) -> str:
     return text + ": apart in every round"
 
 
-def _hold_us_per_echo(row: dict[str, Any]) -> float | None:
-    """Microseconds of the generator's CPU per echo while holding (its CPU share over the server's rate)."""
-    rate = row.get("server_msgs_per_s")
-    return row["generator_cpu_share"] / rate * 1e6 if rate else None
-
-
 def _memory_gap(user: dict[str, Any], greenlet_floor: float | None) -> str:
     """Where the missed memory target stands: memory per connection against what 150 MB allows."""
     idle, connections = user.get("generator_idle_rss"), user.get("connections_open")
@@ -480,5 +474,6 @@ def _memory_gap(user: dict[str, Any], greenlet_floor: float | None) -> str:
         )
     return text + (
         "\n  what would close it: held connections driven by event-loop watchers with no greenlet each; "
-        "Locust's runner counts, stops and joins users by their greenlets, so it means a runner of wslocust's own"
+        "Locust's runner counts, stops and joins users by their greenlets, so it means a second I/O path: a held "
+        "user whose greenlet Locust keeps without running it, its connect, receive, reconnect and close as callbacks"
     )
