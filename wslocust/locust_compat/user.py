@@ -9,7 +9,9 @@ must open it before the task loop and close it after, in its own greenlet:
 :class:`SessionUser` lets it say so without overriding ``run`` itself.
 
 It also stops users without a greenlet waiting for each (:meth:`SessionUser.stop`), and a whole stop
-without a greenlet per user at all.
+without a greenlet per user at all; and a user whose session lives in event-loop callbacks
+(:meth:`SessionUser.holds_in_loop`) has no running greenlet: Locust counts, finds and stops users by
+the greenlets in its group, so it gets one that never runs (:meth:`SessionUser.start`).
 
 The Locust names this relies on (``User.start(self, group)``, ``User.run(self)``, ``User.stop``,
 ``User._state``, ``User._group``, ``User._greenlet``, ``LOCUST_STATE_WAITING``, ``STATE_CLEANUP``,
@@ -26,6 +28,7 @@ import time
 from typing import Any
 
 import gevent
+import gevent.event
 from gevent.pool import Group
 from locust import User
 from locust.runners import STATE_CLEANUP
@@ -67,6 +70,36 @@ class SessionUser(User):
         self._cp_last_run = time.perf_counter()
         self._cp_last_wait_time = 0
 
+    def holds_in_loop(self) -> bool:
+        """Whether this user's session runs in event-loop callbacks, without a greenlet of the user's own."""
+        return False
+
+    def session_in_loop(self) -> None:
+        """Start the session of a user that :meth:`holds_in_loop`: must not block."""
+        raise NotImplementedError
+
+    def stop_in_loop(self) -> None:
+        """Stop the session of a user that :meth:`holds_in_loop`, without waiting; it calls :meth:`end_held_in_loop`."""
+        raise NotImplementedError
+
+    def end_held_in_loop(self) -> None:
+        """The session of a user that :meth:`holds_in_loop` is over: Locust sees the user end."""
+        held = self._greenlet
+        if held is not None:
+            held.kill(block=False)  # never started: dead at once, and out of its groups
+        if self._closing_counted:
+            self._closing_counted = False
+            _users_stopping(self.environment.runner).closing_ended()
+
+    _held_in_loop = False
+    _held_stopped = False
+    _closing_counted = False
+
+    def _held_greenlet_ended(self, _: Any) -> None:
+        # Whoever killed it (Locust after --stop-timeout, a user's code), the session stops too.
+        if not self._held_stopped:
+            self._stop_without_waiting(force=True)
+
     def stoppable_at_once(self) -> None:
         """
         Let Locust's ``User.stop`` kill this greenlet at once, as it does between two tasks.
@@ -99,22 +132,48 @@ class SessionUser(User):
         if not (force or self._state in (None, LOCUST_STATE_WAITING)):
             return False  # Locust lets it finish its task first
         stopping = _users_stopping(runner)
+        if self._held_in_loop:
+            users.discard(user_greenlet)
+            if not self._held_stopped:
+                # Counted, not joined: Locust may kill the greenlet (--stop-timeout) before the close is done.
+                self._held_stopped = self._closing_counted = True
+                stopping.closing_started()
+                self.stop_in_loop()
+            return True
         users.killone(user_greenlet, block=False)
         users.discard(user_greenlet)
-        stopping.add(user_greenlet)  # leaves it by itself when it ends
+        stopping.greenlets.add(user_greenlet)  # leaves it by itself when it ends
         return True
 
     def start(self, group: Any) -> Any:
-        """Locust's ``User.start``, after :meth:`starting`."""
+        """
+        Locust's ``User.start``, after :meth:`starting`. A user that :meth:`holds_in_loop` gets a
+        greenlet that never runs, in Locust's group (Locust's ``run_user(user)``: Locust reads the
+        user from its first argument), and its session starts in the loop.
+        """
         self.starting()
         runner = self.environment.runner
         if runner is not None and group is getattr(runner, "user_greenlets", None):
             _stop_sessions_at_once(runner)
+            if self.holds_in_loop():
+                held = gevent.Greenlet(_held_in_loop, self)
+                self._greenlet, self._group = held, group
+                self._held_in_loop = True
+                self.stoppable_at_once()
+                runner.user_greenlets.add(held)
+                held.rawlink(self._held_greenlet_ended)
+                self.session_in_loop()
+                return held
         return super().start(group)
 
     def run(self) -> None:  # type: ignore[misc]  # Locust's run is @final: this is the one override
         """Runs :meth:`session` in this user's greenlet."""
         self.session()
+
+
+def _held_in_loop(user: SessionUser) -> None:
+    """What the greenlet of a user held in the loop would run: it never starts."""
+    raise RuntimeError(f"{type(user).__name__}: a user held in the event loop has no greenlet to run")
 
 
 def _stop_sessions_at_once(runner: Any) -> None:
@@ -145,19 +204,45 @@ def _stop_sessions_at_once(runner: Any) -> None:
     runner.stop_users = stop_users
 
 
-def _users_stopping(runner: Any) -> Group:
+class _StoppingUsers:
     """
-    The users :meth:`SessionUser.stop` killed that have not ended yet; ``runner`` waits for them (and for
+    The users :meth:`SessionUser.stop` killed that have not ended yet (their greenlets), and how many users
+    held in the loop are still closing.
+    """
+
+    def __init__(self) -> None:
+        self.greenlets = Group()
+        self._closing = 0
+        self._none_closing = gevent.event.Event()
+        self._none_closing.set()
+
+    def closing_started(self) -> None:
+        self._closing += 1
+        self._none_closing.clear()
+
+    def closing_ended(self) -> None:
+        self._closing -= 1
+        if not self._closing:
+            self._none_closing.set()
+
+    def wait(self, user_greenlets: Group) -> None:
+        # As Locust's blocking kills did, one by one.
+        gevent.joinall([*user_greenlets, *self.greenlets])
+        self._none_closing.wait()
+
+
+def _users_stopping(runner: Any) -> _StoppingUsers:
+    """
+    The users :meth:`SessionUser.stop` stopped that have not ended yet; ``runner`` waits for them (and for
     every user greenlet) before any other ``test_stop`` listener runs.
     """
     stopping = getattr(runner, "_wslocust_users_stopping", None)
     if stopping is not None:
         return stopping
-    stopping = runner._wslocust_users_stopping = Group()
+    stopping = runner._wslocust_users_stopping = _StoppingUsers()
 
     def wait_for_users(**_: Any) -> None:
-        # As Locust's blocking kills did, one by one.
-        gevent.joinall([*runner.user_greenlets, *stopping])
+        stopping.wait(runner.user_greenlets)
 
     listen_before_runner(runner.environment.events.test_stop, wait_for_users)
     return stopping

@@ -41,9 +41,10 @@ from wslocust.codec.deflate import Deflate, DeflateOffer, DeflateParameters
 from wslocust.codec.protocol import OPEN, ClientProtocol, Close, Failure, Ping, Pong
 from wslocust.codec.uri import WsURI
 from wslocust.exceptions import ConnectionClosed, ConnectionFailed, connection_closed
+from wslocust.transport.loop_reading import LoopReader, LoopReading
 from wslocust.transport.opening import open_socket
 from wslocust.transport.proxy import Proxy
-from wslocust.transport.streams import SocketStream, TlsStream
+from wslocust.transport.streams import RECEIVE_CHUNK, SocketStream, TlsStream
 from wslocust.transport.timestamps import ReceiveTiming, TimingCounts, shared_clock_map
 from wslocust.transport.tls import TlsFiles
 from wslocust.transport.writing import FrameWriter
@@ -52,8 +53,6 @@ from wslocust.transport.writing import FrameWriter
 __all__ = ["Connection", "Proxy"]
 
 perf_counter = time.perf_counter
-
-RECEIVE_CHUNK = 65536
 
 YIELD_EVERY = 65536
 """Bytes a receiving greenlet handles before it lets others run. gevent's ``recv`` returns
@@ -66,7 +65,7 @@ PongHandler = Callable[[bytes, float], None]
 CloseHandler = Callable[[ConnectionClosed], None]
 
 
-class Connection(FrameWriter):
+class Connection(LoopReader, FrameWriter):
     """
     One client connection: :meth:`open` it, then run :meth:`receive_forever`
     in one greenlet (it delivers messages to ``on_message`` until the
@@ -137,6 +136,7 @@ class Connection(FrameWriter):
         self._closed: ConnectionClosed | None = None
         self._closed_event = gevent.event.Event()
         self._closing = False  # we started the close: no on_close callback
+        self._in_loop: LoopReading | None = None  # received in the event loop (receive_in_loop)
 
     # Opening -----------------------------------------------------------------
 
@@ -281,6 +281,7 @@ class Connection(FrameWriter):
         in :meth:`receive_forever` wakes up and returns.
         """
         self._closing = True
+        self._stop_reading_in_loop()
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
@@ -296,48 +297,25 @@ class Connection(FrameWriter):
         Run it in exactly one greenlet per connection, after :meth:`open`.
         """
         protocol = self._protocol
-        receive_data = protocol.receive_data
-        on_message = self._on_message
         sock = self._sock
         stream = self._stream
         if sock is None or stream is None:
             return self._closed_error()
         receive = stream.receive
+        deliver, flush = self._deliver, self._flush
         to_perf = shared_clock_map().to_perf
         tls = self._tls
         # Bytes read with the 101 response arrived with it.
         data, self._leftover = self._leftover, b""
         read_at = received_at = self.opened_at or perf_counter()
         by_kernel = self.opened_by_kernel
-        timing = self.timing
         closing_deadline = None
         budget = YIELD_EVERY
         try:
             while True:
                 if data:
-                    self.bytes_received += len(data)
                     budget -= len(data)
-                    for event in receive_data(data):
-                        kind = type(event)
-                        if kind is str or kind is bytes:
-                            if by_kernel:
-                                timing.received_timed_by_kernel += 1
-                            else:
-                                timing.received_timed_at_read += 1
-                            on_message(event, received_at)
-                        elif kind is Ping:
-                            self._flush(protocol)
-                        elif kind is Pong:
-                            if by_kernel:
-                                timing.received_timed_by_kernel += 1
-                            else:
-                                timing.received_timed_at_read += 1
-                            if self._on_pong is not None:
-                                self._on_pong(event.data, received_at)  # type: ignore[union-attr]
-                        elif kind is Close or kind is Failure:
-                            self._flush(protocol)
-                            if isinstance(event, Failure):  # isinstance for the type checker: closes are rare
-                                self._failure = event
+                    deliver(data, received_at, by_kernel, flush)
                 if protocol.state is not OPEN:
                     # Closing (§7.1.1: the server ends TCP first), but not forever.
                     if closing_deadline is None:
@@ -367,12 +345,41 @@ class Connection(FrameWriter):
         self._lost()
         return self._closed_error()
 
+    def _deliver(self, data: bytes, received_at: float, by_kernel: bool, flush: Callable[..., None]) -> None:
+        """Parse the bytes of one read and hand on what they complete, all of it timed ``received_at``."""
+        self.bytes_received += len(data)
+        protocol = self._protocol
+        on_message = self._on_message
+        timing = self.timing
+        for event in protocol.receive_data(data):
+            kind = type(event)
+            if kind is str or kind is bytes:
+                if by_kernel:
+                    timing.received_timed_by_kernel += 1
+                else:
+                    timing.received_timed_at_read += 1
+                on_message(event, received_at)
+            elif kind is Ping:
+                flush(protocol)
+            elif kind is Pong:
+                if by_kernel:
+                    timing.received_timed_by_kernel += 1
+                else:
+                    timing.received_timed_at_read += 1
+                if self._on_pong is not None:
+                    self._on_pong(event.data, received_at)  # type: ignore[union-attr]
+            elif kind is Close or kind is Failure:
+                flush(protocol)
+                if isinstance(event, Failure):  # isinstance for the type checker: closes are rare
+                    self._failure = event
+
     def _lost(self) -> None:
         """The TCP connection ended (EOF, reset or failed write)."""
         if self._closed is not None:
             return
         protocol = self._protocol
         code = protocol.close_code if protocol.close_code is not None else 1006
+        self._stop_reading_in_loop()
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
@@ -389,3 +396,5 @@ class Connection(FrameWriter):
         self._closed_event.set()
         if not self._closing and self._on_close is not None:
             self._on_close(closed)
+        if self._in_loop is not None:
+            self._report_closed_in_loop()

@@ -21,9 +21,23 @@ from collections.abc import Callable
 from wslocust.exceptions import TLSError
 from wslocust.transport.timestamps import ANCILLARY_SIZE, LAYOUTS, enable_receive_timestamps, kernel_time
 
-__all__ = ["SocketStream", "TlsStream"]
+__all__ = ["RECEIVE_CHUNK", "SocketStream", "TlsStream", "stamp_of"]
 
 RAW_CHUNK = 65536
+
+RECEIVE_CHUNK = 65536
+"""Bytes asked of each read of a connection's plaintext: one read per chunk, never one per header byte."""
+
+
+def stamp_of(ancdata: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's receive time in a read's ancillary data (one message: the only option that adds any is ours)."""
+    _, kind, stamp = ancdata[0]
+    layout = LAYOUTS.get(kind)
+    if layout is not None and len(stamp) == layout.size:
+        seconds, nanoseconds = layout.unpack(stamp)
+        if seconds:
+            return seconds + nanoseconds * 1e-9
+    return kernel_time(ancdata)
 
 
 class SocketStream:
@@ -61,7 +75,6 @@ class SocketStream:
         sock = self.sock
         recvmsg = sock._sock.recvmsg  # type: ignore[attr-defined]
         wait, read_event = sock._wait, sock._read_event  # type: ignore[attr-defined]
-        layout_of = LAYOUTS.get
         drained = False
 
         def receive(size: int) -> tuple[bytes, float | None]:
@@ -81,15 +94,24 @@ class SocketStream:
                 # its BlockingIOError and traceback alive (and chain them to the GreenletExit of its stop).
                 wait(read_event)  # raises socket.timeout after the socket's timeout, EBADF when closed
             drained = len(data) < size
-            if ancdata:  # one message: the only option that adds any is ours
-                _, kind, stamp = ancdata[0]
-                layout = layout_of(kind)
-                if layout is not None and len(stamp) == layout.size:
-                    seconds, nanoseconds = layout.unpack(stamp)
-                    if seconds:
-                        return data, seconds + nanoseconds * 1e-9
-                return data, kernel_time(ancdata)
-            return data, None
+            return data, stamp_of(ancdata) if ancdata else None
+
+        return receive
+
+    def receiver_nowait(self) -> Callable[[int], tuple[bytes, float | None]]:
+        """
+        ``receive(size)`` that never waits, for a reader in an event loop callback: it raises
+        :exc:`BlockingIOError` when nothing has arrived. A plain gevent TCP socket only.
+        """
+        raw = self.sock._sock  # type: ignore[attr-defined]  # non-blocking: gevent's own socket waits for it
+        if not self.timestamps:
+            recv = raw.recv
+            return lambda size: (recv(size), None)
+        recvmsg = raw.recvmsg
+
+        def receive(size: int) -> tuple[bytes, float | None]:
+            data, ancdata, _, _ = recvmsg(size, ANCILLARY_SIZE)
+            return data, stamp_of(ancdata) if ancdata else None
 
         return receive
 

@@ -138,6 +138,15 @@ class FrameWriter:
             except OSError:
                 pass
 
+    def _flush_nowait(self, protocol: ClientProtocol) -> None:
+        """:meth:`_flush` that never waits, for a reader in the event loop: the rest goes as ``_write`` sends it."""
+        pending = protocol.data_to_send()
+        if pending and self._closed is None:
+            try:
+                self._write(pending, block=False)
+            except ConnectionClosed:
+                pass
+
     def _flush_records(self) -> None:
         """Send the TLS records reading queued, unless a writer holding the send lock sends them."""
         if not self._send_lock.locked():

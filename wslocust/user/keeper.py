@@ -2,6 +2,8 @@
 Connection keeping of :class:`~wslocust.user.websocket_user.WebSocketUser`: connect, reconnect with
 backoff, retire a connection at the end of its lifetime (churn), run its pinger (:mod:`wslocust.user.pings`),
 and say goodbye on stop.
+A greenlet receives each connection (:meth:`ConnectionKeeper._keep_connected`), or, for a user without tasks,
+the event loop does (:mod:`wslocust.user.held`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from wslocust.user.pings import Pings
 from wslocust.user.state import ConnectionState
 from wslocust.user.ticks import PeriodicMessages
 
-__all__ = ["ConnectionKeeper"]
+__all__ = ["ConnectionKeeper", "overrides_hook"]
 
 perf_counter = time.perf_counter
 
@@ -70,8 +72,40 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
         def _end_receives(self, closed: ConnectionClosed | None) -> None: ...  # Receiving
 
     def _keep_connected(self) -> None:
-        failed_attempts = 0
+        """The session in a greenlet: connect, receive until the connection closes, reconnect; until stopped."""
+        destination = self._destination()
+        if destination is None:
+            return
         first = True
+        while True:
+            connection = self._connect(*destination, first)
+            if connection is None:
+                return
+            pinger = gevent.spawn(self._ping_forever, connection) if self.ping_interval > 0 else None
+            retirer = self._retire_later(connection, first)
+            try:
+                closed = connection.receive_forever()
+            except Exception as exc:  # noqa: BLE001 - reported; the user reconnects instead of dying
+                self._report_user_error(exc)
+                connection.abort()
+                closed = connection_closed(1006)
+            finally:
+                # Also when the user is stopped in the middle of receiving: a pinger left
+                # behind would report a missing pong after the run.
+                self._stop_ticking()
+                if pinger is not None:
+                    pinger.kill(block=False)
+                if retirer is not None and not self._retiring:
+                    retirer.kill(block=False)
+            first = False
+            delay = self._after_close(closed)
+            if delay is None:
+                return
+            if delay:
+                gevent.sleep(delay)
+
+    def _destination(self) -> tuple[Any, Proxy | None] | None:
+        """The URI and proxy to connect to, or None after failing ``connect`` once when they cannot work."""
         try:
             uri = self._target()
             proxy = Proxy.from_url(self.proxy) if self.proxy else None
@@ -80,13 +114,23 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
         except ConfigurationError as exc:
             self._fail("connect", exc)
             self._give_up()
-            return
-        attempts = 0
+            return None
         if self._start_turn is not None:
             # Users started together connect one after another, not all in the same instant.
             run_state(self.environment).start_pacer.wait_turn(*self._start_turn)
+        return uri, proxy
+
+    _attempts = 0
+    """Connection attempts of this user so far (the ``connect_headers`` hook is told which one it is)."""
+
+    def _connect(self, uri: Any, proxy: Proxy | None, first: bool) -> Connection | None:
+        """
+        Open a connection, retrying with backoff; return it open (ticking, for a user without tasks), or
+        None when the user stopped or gave up.
+        """
+        failed_attempts = 0
+        name = "connect" if first else "reconnect"
         while not self._stopping:
-            name = "connect" if first else "reconnect"
             connection = Connection(
                 uri,
                 on_message=self._on_message,
@@ -98,8 +142,8 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
                 timing=self.counters,
                 compression_counts=self.counters,
             )
-            attempts += 1
-            headers, error = self._attempt_headers(attempts)  # the user's hook may block: not timed
+            self._attempts += 1
+            headers, error = self._attempt_headers(self._attempts)  # the user's hook may block: not timed
             counters = self.counters
             counters.connect_attempts += 1
             started = perf_counter()
@@ -123,10 +167,10 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
                 self._fail(name, error, response_time=(perf_counter() - started) * 1000)
                 failed_attempts += 1
                 if self._stopping:
-                    return
+                    return None
                 if not self.reconnect or failed_attempts > self.max_reconnect_attempts:
                     self._give_up()
-                    return
+                    return None
                 self._set_state(ConnectionState.RECONNECTING if not first else ConnectionState.CONNECTING)
                 self._backoff(failed_attempts)
                 continue
@@ -138,8 +182,6 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
             self._fire(
                 request_type="WS", name=name, response_time=elapsed, response_length=0, exception=None, context={}
             )
-            first = False
-            failed_attempts = 0
             self._correlator.new_connection()
             self.connection = connection
             self._set_state(ConnectionState.OPEN)
@@ -148,49 +190,45 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
             if self._stopping:  # stopped during the upgrade (see _shutdown): counted, then closed at once
                 connection.close_reading()
                 counters.closed += 1
-                return
+                return None
             if self._holding:
-                if name == "connect" and _overrides(self, "on_start"):
+                if first and overrides_hook(self, "on_start"):
                     gevent.spawn(self._run_hook, self.on_start)  # it may wait for replies: not in the receiver
                 self._start_ticking()
-            pinger = gevent.spawn(self._ping_forever, connection) if self.ping_interval > 0 else None
-            retirer = self._retire_later(connection, name == "connect")
-            try:
-                closed = connection.receive_forever()
-            except Exception as exc:  # noqa: BLE001 - reported; the user reconnects instead of dying
-                self._report_user_error(exc)
-                connection.abort()
-                closed = connection_closed(1006)
-            finally:
-                # Also when the user is stopped in the middle of receiving: a pinger left
-                # behind would report a missing pong after the run.
-                self._stop_ticking()
-                if pinger is not None:
-                    pinger.kill(block=False)
-                if retirer is not None and not self._retiring:
-                    retirer.kill(block=False)
-            self._open.clear()
-            if self._stopping:
-                self._drained.set()  # _shutdown waits for no more replies: none can come
-                return
-            if self._retiring:  # closed by _retire: not a failure; reconnect at once
-                self._retiring = False
-                counters.closed += 1
-                self._fail_pending(closed)
-                continue
-            counters.disconnects += 1
-            self._fail("disconnect", closed)
+            return connection
+        return None
+
+    def _after_close(self, closed: ConnectionClosed) -> float | None:
+        """
+        Count how a connection ended; return the seconds to wait before the next connection, or None when
+        the session ends (stopped, or not reconnecting).
+        """
+        self._open.clear()
+        if self._stopping:
+            self._drained.set()  # _shutdown waits for no more replies: none can come
+            return None
+        counters = self.counters
+        if self._retiring:  # closed by _retire: not a failure; reconnect at once
+            self._retiring = False
+            counters.closed += 1
             self._fail_pending(closed)
-            if not self.reconnect:
-                self._give_up()
-                return
-            self._set_state(ConnectionState.RECONNECTING)
-            self._backoff(1)
+            return 0.0
+        counters.disconnects += 1
+        self._fail("disconnect", closed)
+        self._fail_pending(closed)
+        if not self.reconnect:
+            self._give_up()
+            return None
+        self._set_state(ConnectionState.RECONNECTING)
+        return self._backoff_delay(1)
 
     def _backoff(self, attempt: int) -> None:
+        gevent.sleep(self._backoff_delay(attempt))
+
+    def _backoff_delay(self, attempt: int) -> float:
         delay = min(self.reconnect_max_delay, self.reconnect_delay * 2 ** (attempt - 1))
         delay *= settings.time_scale(self.environment)
-        gevent.sleep(delay / 2 + random.uniform(0, delay / 2))
+        return delay / 2 + random.uniform(0, delay / 2)
 
     # Connection lifetime (churn) ----------------------------------------------
 
@@ -258,7 +296,12 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
         open_at_stop = connection is not None and connection.closed is None
         if session is gevent.getcurrent():
             # A user without tasks: this greenlet received until Locust stopped it.
-            if connection is not None and open_at_stop and not self._correlator.waiting() and not _overrides(self, "on_stop"):
+            if (
+                connection is not None
+                and open_at_stop
+                and not self._correlator.waiting()
+                and not overrides_hook(self, "on_stop")
+            ):
                 # Nothing to wait for but the close: this greenlet reads it (a stop closes thousands at once).
                 try:
                     connection.close_reading()
@@ -320,6 +363,6 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
             counters.peak_open = counters.open  # at each open: no connection is too short-lived to count
 
 
-def _overrides(user: Any, hook: str) -> bool:
+def overrides_hook(user: Any, hook: str) -> bool:
     """Whether ``user``'s class has a ``hook`` (``on_start``, ``on_stop``) of its own, not Locust's empty one."""
     return getattr(type(user), hook) is not getattr(User, hook)

@@ -50,7 +50,8 @@ from wslocust.run.counters import WsCounters
 from wslocust.run.state import run_state
 from wslocust.transport.connection import Connection
 from wslocust.user.correlation import Correlator
-from wslocust.user.keeper import ConnectionKeeper
+from wslocust.user.held import HeldConnection
+from wslocust.user.keeper import overrides_hook
 from wslocust.user.pushes import sent_at_field
 from wslocust.user.receiving import Receiving
 from wslocust.user.state import ConnectionState
@@ -63,7 +64,7 @@ __all__ = ["ConnectionState", "WebSocketUser"]
 logger = logging.getLogger(__name__)
 
 
-class WebSocketUser(ConnectionKeeper, Receiving, SessionUser):
+class WebSocketUser(HeldConnection, Receiving, SessionUser):
     """
     A Locust user that holds one WebSocket connection to ``host``.
 
@@ -334,9 +335,10 @@ class WebSocketUser(ConnectionKeeper, Receiving, SessionUser):
 
     def _hold_connection(self) -> None:
         """
-        The task Locust sees in a user without tasks. It never runs: such a user's greenlet
-        holds the connection itself and an event loop timer sends its periodic messages
-        (:meth:`_tick`), which saves a greenlet, Locust's task loop and a wake-up per message.
+        The task Locust sees in a user without tasks. It never runs: an event loop timer sends its
+        periodic messages (:meth:`_tick`), which saves a greenlet, Locust's task loop and a wake-up per
+        message; the event loop receives its connection (:meth:`holds_in_loop`), or else the user's own
+        greenlet does.
         """
 
     # Connection life ---------------------------------------------------------
@@ -362,16 +364,9 @@ class WebSocketUser(ConnectionKeeper, Receiving, SessionUser):
         finally:
             self._shutdown()
 
-    def _hold(self) -> None:
-        """A user without tasks: this greenlet is the session; timers send the messages."""
-        self.stoppable_at_once()
-        self._session = gevent.getcurrent()
-        try:
-            self._keep_connected()
-        except GreenletExit:
-            pass  # Locust stopped the user: _shutdown says goodbye
-        finally:
-            self._shutdown()
+    def _hooks_may_block(self) -> bool:
+        """Whether this class has hooks that may block while its connection is received or stopped."""
+        return type(self).on_message is not WebSocketUser.on_message or overrides_hook(self, "on_stop")
 
     def _run_hook(self, hook: Any) -> None:
         try:
