@@ -1,8 +1,9 @@
 """
-What one blocked gevent greenlet costs in memory: the floor under every held wslocust connection.
+What one blocked gevent greenlet costs in memory: what a held connection costs beyond its objects when a
+greenlet holds it.
 
-Locust runs each user in a greenlet of its own, and a user holding its connection sits in it, blocked.
-This spawns ``--count`` greenlets that each call themselves ``--depth`` times (Python frames), then wait
+Locust runs each user in a greenlet of its own, and a user with tasks (or hooks that may block) holding its
+connection sits in it, blocked; a user without tasks is held in the event loop and has none. This spawns ``--count`` greenlets that each call themselves ``--depth`` times (Python frames), then wait
 on one event, and prints the process's RSS growth per greenlet for each depth. The figure is the
 pages a suspended greenlet keeps: its saved slice of the C stack and its own Python frame stack.
 

@@ -352,7 +352,7 @@ def test_a_missed_memory_target_comes_with_the_memory_per_connection_it_allows()
     assert "peak RSS 228 MB (target <= 150 MB): MISSED" in verdict
     # (228 - 50) MiB over 10,000 connections; (150 - 50) MiB allowed.
     assert "50 MB before the first connection + 18.2 KB per connection at the peak; 150 MB allows 10.2 KB" in verdict
-    assert "a blocked gevent greenlet alone keeps 8.3 KB" in verdict
+    assert "a blocked gevent greenlet keeps 8.3 KB" in verdict
     # Hold CPU x1.0 the cheapest: 100 us per echo, 80 allowed.
     assert (
         "hold CPU: 100 us of generator CPU per echo (30.0 in the kernel), tsung 100 us: x0.8 allows 80 us, 20 us less per echo"

@@ -208,3 +208,28 @@ def test_a_stop_timeout_shorter_than_the_closes_still_finds_every_close_counted_
         locust.events.test_stop.remove_listener(look_at_test_stop)
     assert at_test_stop == {"closed": 20}
     assert runner.user_count == 0
+
+
+def test_a_request_listener_that_stops_the_user_from_the_loop_ends_that_user(fault_server):
+    # Locust re-raises StopUser from its listeners: raised while the loop counts a lost connection, it
+    # must end the user (as in a task), not leave it behind with nothing connected.
+    from locust.exception import StopUser
+
+    class Holder(WebSocketUser):
+        message_interval = 0.05
+        reconnect_delay = 0.05
+
+    def stop_at_disconnect(name, **_):
+        if name == "disconnect":
+            raise StopUser()
+
+    locust.events.request.add_listener(stop_at_disconnect)
+    try:
+        environment, runner = start_run(Holder, 5, fault_server.url("/close/1006?stop-user"))
+        try:
+            wait_for(lambda: run_state(environment).counters.disconnects == 5 and runner.user_count == 0, timeout=10)
+        finally:
+            runner.quit()
+    finally:
+        locust.events.request.remove_listener(stop_at_disconnect)
+    assert requests(environment, "reconnect") == (0, 0)

@@ -469,11 +469,10 @@ def _memory_gap(user: dict[str, Any], greenlet_floor: float | None) -> str:
     )
     if greenlet_floor is not None:
         text += (
-            f"\n  a blocked gevent greenlet alone keeps {greenlet_floor / 1024:.1f} KB (benchmarks/greenlet_cost.py) "
-            "and Locust runs each user in one, holding it while the user lives"
+            f"\n  a blocked gevent greenlet keeps {greenlet_floor / 1024:.1f} KB (benchmarks/greenlet_cost.py); "
+            "wslocust-user has none per connection: a user without tasks is held in the event loop"
         )
     return text + (
-        "\n  what would close it: held connections driven by event-loop watchers with no greenlet each; "
-        "Locust's runner counts, stops and joins users by their greenlets, so it means a second I/O path: a held "
-        "user whose greenlet Locust keeps without running it, its connect, receive, reconnect and close as callbacks"
+        "\n  what would close it: fewer or smaller Python objects per connection (the user, its connection, "
+        "their watchers and timers, and Locust's greenlet for the user, which never runs)"
     )

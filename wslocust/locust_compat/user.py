@@ -85,6 +85,7 @@ class SessionUser(User):
     def end_held_in_loop(self) -> None:
         """The session of a user that :meth:`holds_in_loop` is over: Locust sees the user end."""
         held = self._greenlet
+        self._held_stopped = True  # ended by itself: its greenlet's end must not stop it again
         if held is not None:
             held.kill(block=False)  # never started: dead at once, and out of its groups
         if self._closing_counted:

@@ -11,7 +11,6 @@ users by their greenlets: it holds one for such a user that never runs (:class:`
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -23,8 +22,6 @@ from wslocust.user.keeper import ConnectionKeeper
 from wslocust.user.state import ConnectionState
 
 __all__ = ["HeldConnection"]
-
-perf_counter = time.perf_counter
 
 
 class HeldConnection(ConnectionKeeper):
@@ -73,6 +70,13 @@ class HeldConnection(ConnectionKeeper):
         self._session = gevent.spawn(self._connect_in_loop, True)
 
     def _connect_in_loop(self, first: bool) -> None:
+        try:
+            self._connect_then_receive_in_loop(first)
+        except Exception as exc:  # noqa: BLE001 - as Locust reports a user whose greenlet fails: it ends
+            self._report_user_error(exc)
+            self._end_in_loop()
+
+    def _connect_then_receive_in_loop(self, first: bool) -> None:
         destination = self._destination() if first else self._destination_known
         if destination is None:
             self._end_in_loop()
@@ -86,12 +90,23 @@ class HeldConnection(ConnectionKeeper):
             return
         self._retirer = self._retire_later(connection, first)
         self._session = None
+        self._connection_in_loop = connection
         connection.receive_in_loop(self._closed_in_loop)
 
     _destination_known: tuple[Any, Proxy | None] | None = None
+    _connection_in_loop: Connection | None = None
+    """The connection the loop receives, until its close has been handled (:meth:`_closed_in_loop`)."""
 
     def _closed_in_loop(self, closed: ConnectionClosed, error: Exception | None) -> None:
         """The connection received in the loop closed (runs in the event loop: never blocks)."""
+        try:
+            self._count_close_in_loop(closed, error)
+        except Exception as exc:  # noqa: BLE001 - a listener's (StopUser from a request listener): the user ends
+            self._report_user_error(exc)
+            self._end_in_loop()
+
+    def _count_close_in_loop(self, closed: ConnectionClosed, error: Exception | None) -> None:
+        self._connection_in_loop = None
         if error is not None:
             self._report_user_error(error)  # the user reconnects instead of dying
             closed = connection_closed(1006)
@@ -102,9 +117,13 @@ class HeldConnection(ConnectionKeeper):
         if self._stopping:
             self._open.clear()
             self._drained.set()
-            if self._closing_at_stop:
+            if self._closing_at_stop or self._retiring:  # closed by us: by the stop, or at the end of its lifetime
                 self.counters.closed += 1
-                self._end_in_loop()
+            else:  # the server closed it while the stop waited for the last replies: lost, and they with it
+                self.counters.disconnects += 1
+                self._fail("disconnect", closed)
+                self._fail_pending(closed)
+            self._end_in_loop()
             return
         delay = self._after_close(closed)
         if delay is None:
@@ -120,18 +139,18 @@ class HeldConnection(ConnectionKeeper):
             return
         self._stopping = True
         self._stop_ticking()
-        connection = self.connection
-        session = self._session
+        session, connection = self._session, self._connection_in_loop
         if session is not None and not session.dead:
             gevent.spawn(self._stop_connecting_in_loop, session)  # connecting or backing off
-        elif connection is not None and connection.closed is None:
-            if self._correlator.waiting() or self._retiring:
+        elif connection is None:
+            self._end_in_loop()
+        elif connection.closed is None:
+            if self._correlator.waiting():
                 gevent.spawn(self._close_when_drained, connection)  # replies in flight: up to close_timeout
             else:
                 self._closing_at_stop = True
-                connection.start_close()  # _closed_in_loop ends the user
-        else:
-            self._end_in_loop()
+                connection.start_close()
+        # Either way (and when it has just closed), _closed_in_loop counts the close and ends the user.
 
     def _stop_connecting_in_loop(self, session: gevent.Greenlet) -> None:
         if self._opening:
@@ -142,20 +161,11 @@ class HeldConnection(ConnectionKeeper):
         self._end_in_loop()
 
     def _close_when_drained(self, connection: Connection) -> None:
-        deadline = perf_counter() + self.close_timeout
-        if self._correlator.waiting():
-            self._drained.clear()
-            self._drained.wait(self.close_timeout)
-        lost = connection.closed
-        if lost is None:
+        self._drained.clear()
+        self._drained.wait(self.close_timeout)
+        if connection.closed is None:
             self._closing_at_stop = True
             connection.start_close()
-            connection.wait_closed(max(0.0, deadline - perf_counter()) + self.close_timeout)
-            return  # _closed_in_loop counts it and ends the user
-        self.counters.disconnects += 1
-        self._fail("disconnect", lost)
-        self._fail_pending(lost)
-        self._end_in_loop()
 
     def _end_in_loop(self) -> None:
         """The user held in the loop is done: the last of :meth:`_shutdown`, then Locust sees it end."""
