@@ -152,11 +152,14 @@ class LoopReader:
 
     def _report_closed_in_loop(self) -> None:
         """The connection is closed: tell ``on_closed``."""
-        reading = self._in_loop
-        if reading is not None:
+        if self._in_loop is not None:
             self._stop_reading_in_loop()
             # From the loop, never inside whoever aborted: it may be a greenlet that goes on afterwards.
-            gevent.get_hub().loop.run_callback(reading.on_closed, self._closed_error(), reading.error)
+            gevent.get_hub().loop.run_callback(self._tell_closed, self._in_loop)
+
+    def _tell_closed(self, reading: LoopReading) -> None:
+        # The error read now: a callback may raise after a failed write already closed the connection.
+        reading.on_closed(self._closed_error(), reading.error)
 
     def _stop_reading_in_loop(self) -> None:
         """Stop the loop's watcher and timer of this connection, before its socket closes."""

@@ -161,8 +161,9 @@ class HeldConnection(ConnectionKeeper):
         self._end_in_loop()
 
     def _close_when_drained(self, connection: Connection) -> None:
-        self._drained.clear()
-        self._drained.wait(self.close_timeout)
+        if self._correlator.waiting():  # the replies may have come since the stop
+            self._drained.clear()
+            self._drained.wait(self.close_timeout)
         if connection.closed is None:
             self._closing_at_stop = True
             connection.start_close()
