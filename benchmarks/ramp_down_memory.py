@@ -6,9 +6,12 @@ user's ``stop`` runs in a greenlet spawned for it, and a user that closes its co
 to end. This opens ``--users`` task-less wslocust users against ``wslocust serve`` (another process,
 a free port on 127.0.0.1) in a Locust ``LocalRunner`` in this process, lowers them to ``--to``, and
 prints the RSS before, its peak until the closes are done, and when Locust counted the users gone
-against when the last close was counted. It stops by itself (``--timeout``).
+against when the last close was counted; then stops the run (Locust's ``Runner.stop``) and prints how long
+its ``--to`` users took to close and the event loop's longest gap meanwhile. It stops by itself
+(``--timeout``).
 
-Run: ``python benchmarks/ramp_down_memory.py [--users 5000] [--to 500]``.
+Run: ``python benchmarks/ramp_down_memory.py [--users 5000] [--to 500]``; ``--users 10500 --to 10000`` for
+the whole stop of 10,000 held users.
 """
 
 from __future__ import annotations
@@ -100,6 +103,27 @@ def main(argv: list[str] | None = None) -> int:
             counted_gone = closed  # within the last sample
         gone = "not yet" if counted_gone is None else f"after {counted_gone:.2f} s"
         print(f"their closes were counted after {closed:.2f} s; Locust counted them gone {gone}")
+
+        # Then the whole run stops (Locust's Runner.stop: every user at once); meanwhile a probe that wakes
+        # every 10 ms sees how long the event loop went without running it.
+        longest_gap = [0.0]
+
+        def probe() -> None:
+            last = time.perf_counter()
+            while True:
+                gevent.sleep(0.01)
+                now = time.perf_counter()
+                longest_gap[0], last = max(longest_gap[0], now - last), now
+
+        prober = gevent.spawn(probe)
+        gevent.sleep(0.05)
+        longest_gap[0] = 0.0
+        started = time.monotonic()
+        runner.stop()
+        stopped_in = time.monotonic() - started
+        prober.kill()
+        print(f"then a whole stop of {args.to:,} users: {stopped_in:.2f} s until every close was counted, "
+              f"the event loop's longest gap {longest_gap[0] * 1000:.0f} ms (a probe every 10 ms)")  # fmt: skip
         runner.quit()
         return 0
     finally:

@@ -19,6 +19,7 @@ from helpers import wait_for
 from locust.env import Environment
 
 from wslocust import WebSocketUser
+from wslocust.locust_compat.user import STOPS_PER_TURN
 from wslocust.run.state import run_state
 
 
@@ -233,3 +234,30 @@ def test_a_request_listener_that_stops_the_user_from_the_loop_ends_that_user(fau
     finally:
         locust.events.request.remove_listener(stop_at_disconnect)
     assert requests(environment, "reconnect") == (0, 0)
+
+
+def test_a_whole_stop_lets_the_event_loop_run_between_batches_of_users(server):
+    # Stopped in one go, 12,500 held users stalled a busy worker's loop for 12 s: no heartbeat, no timer.
+    class Holder(WebSocketUser):
+        message_interval = 0
+
+    users = 2 * STOPS_PER_TURN + 50  # below the usual 1,024 open files, with the server's ends in this process
+    environment, runner = start_run(Holder, users, f"ws://127.0.0.1:{server.port}/ws")
+    try:
+        wait_for(lambda: run_state(environment).counters.open == users, timeout=20)
+        seen = set()
+
+        def observe():
+            while True:
+                seen.add(len(runner.user_greenlets))
+                gevent.sleep(0)
+
+        observer = gevent.spawn(observe)
+        gevent.sleep(0)
+        runner.stop()
+        observer.kill()
+    finally:
+        runner.quit()
+    # Before: the observer ran only before the stop and after it.
+    assert {count for count in seen if 0 < count < users}, sorted(seen)
+    assert run_state(environment).counters.closed == users and runner.user_count == 0

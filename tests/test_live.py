@@ -214,7 +214,10 @@ def test_the_master_shows_each_workers_loop_lag_and_flags_the_lagging_one(master
     assert any("its event loop lagged" in line and "in 2 one-second windows" in line
                for line in reports.saturation_warnings(snapshot))  # fmt: skip
 
+    runner.clients["b"].state = "missing"  # no heartbeat: its last report said lagging, but it no longer reports
+    assert [row["status"] for row in reports.node_rows(live.snapshot())][2] == "missing"
     del runner.clients["b"]  # gone: its recent figures no longer count, its run's still do
+    assert [row["status"] for row in reports.node_rows(live.snapshot())][2] == "gone"
     aggregate = live.snapshot()["aggregate"]
     assert aggregate["loop_lag"]["recent_max"] == 1.5 and aggregate["loop_lag"]["max"] == 24.0
     assert not aggregate["lagging"]

@@ -9,8 +9,17 @@ them without importing a load generator.
 from __future__ import annotations
 
 import math
+from typing import Any
 
-__all__ = ["FINE_BELOW_MS", "TENTHS_BELOW_MS", "category_label", "format_bytes", "format_count", "format_ms"]
+__all__ = [
+    "FINE_BELOW_MS",
+    "TENTHS_BELOW_MS",
+    "category_label",
+    "format_bytes",
+    "format_count",
+    "format_ms",
+    "node_status",
+]
 
 FINE_BELOW_MS = 10.0
 """Below this, response times keep two significant digits."""
@@ -81,3 +90,13 @@ def category_label(category: str) -> str:
     if category.startswith("closed_"):
         return f"closed by server with code {category[7:]}"
     return category
+
+
+def node_status(view: dict[str, Any], state: str) -> str:
+    """
+    A node's status in the tables: the saturation signal (CPU pinned, or an event loop that stalls) over
+    its state, except for a worker no longer reporting: gone or missing, whatever its last report said.
+    """
+    if state in ("gone", "missing"):
+        return state
+    return "SATURATED" if view["saturated"] else "LAGGING" if view.get("lagging") else state

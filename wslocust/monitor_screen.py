@@ -21,7 +21,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from wslocust.formatting import category_label, format_bytes, format_count, format_ms
+from wslocust.formatting import category_label, format_bytes, format_count, format_ms, node_status
 
 __all__ = ["BUSY_HOST_CPU_PERCENT", "WIDE_MIN_WIDTH", "Dashboard", "render"]
 
@@ -232,7 +232,7 @@ class _Layout:
         cpu_text = Text("-" if cpu is None else f"{cpu:.0f}", style="red" if cpu is not None and cpu >= 90 else "")
         rates = [format_count(view["rates"]["messages_sent"]), format_count(view["rates"]["messages_received"])]
         if self.compact:
-            flag = "SATURATED" if view["saturated"] else "LAGGING" if view.get("lagging") else view["state"]
+            flag = node_status(view, view["state"])
             state = Text(flag, style="bold red" if flag != view["state"] else "yellow" if gone else "")
             return [view["name"], state, f"{view['connections']['open']:,}", *rates, f"{view['totals']['errors']:,}",
                     *rt, cpu_text, format_bytes(system.get("rss"))]  # fmt: skip

@@ -21,7 +21,7 @@ import io
 import logging
 from typing import TYPE_CHECKING, Any
 
-from wslocust.formatting import category_label, format_bytes, format_count, format_ms
+from wslocust.formatting import category_label, format_bytes, format_count, format_ms, node_status
 from wslocust.reporting.latency import latency
 from wslocust.reporting.nodes import PER_1K_MINIMUM, RATES, TOTALS
 from wslocust.reporting.saturation import saturation_warnings
@@ -121,11 +121,6 @@ def _loop_lag_columns(lag: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _status(view: dict[str, Any], state: str) -> str:
-    # The saturation signal: CPU pinned, or an event loop that stalls.
-    return "SATURATED" if view["saturated"] else "LAGGING" if view.get("lagging") else state
-
-
 def node_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     """
     The run (``All``) and, in a distributed run, each worker, as flat rows
@@ -155,11 +150,10 @@ def node_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     }
     state = snapshot["state"]
     name = f"All ({len(workers)} workers)" if distributed else "All"
-    rows = [_row(totals_view, name, _status(aggregate, state), aggregate["round_trip"])]
+    rows = [_row(totals_view, name, node_status(aggregate, state), aggregate["round_trip"])]
     if distributed:
         for view in workers:
-            status = _status(view, view["state"]) if view["state"] != "gone" else view["state"]
-            rows.append(_row(view, view["name"], status, view["round_trip"]))
+            rows.append(_row(view, view["name"], node_status(view, view["state"]), view["round_trip"]))
     return rows
 
 
@@ -309,8 +303,7 @@ def summary_lines(snapshot: dict[str, Any], run: dict[str, Any], round_trip: dic
     errors = aggregate["errors"]
     if errors:
         by_category = ", ".join(
-            f"{count:,} {category_label(category)}"
-            for category, count in sorted(errors.items(), key=lambda i: -i[1])
+            f"{count:,} {category_label(category)}" for category, count in sorted(errors.items(), key=lambda i: -i[1])
         )
         lines.append(
             f"  errors       {sum(errors.values()):,}: {by_category} (error rate {aggregate['error_rate']:.3%})"

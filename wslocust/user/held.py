@@ -35,6 +35,8 @@ class HeldConnection(ConnectionKeeper):
 
         def stoppable_at_once(self) -> None: ...  # SessionUser
 
+        _hub: Any  # WebSocketUser
+
     def _hold(self) -> None:
         """A user without tasks held by its own greenlet: this greenlet is the session; timers send the messages."""
         self.stoppable_at_once()
@@ -148,8 +150,9 @@ class HeldConnection(ConnectionKeeper):
             if self._correlator.waiting():
                 gevent.spawn(self._close_when_drained, connection)  # replies in flight: up to close_timeout
             else:
-                self._closing_at_stop = True
-                connection.start_close()
+                # From a loop callback, not here: a whole stop stops thousands of users in a row, and the
+                # loop runs its callbacks a few milliseconds at a time, between its other work.
+                self._hub.loop.run_callback(self._close_at_stop, connection)
         # Either way (and when it has just closed), _closed_in_loop counts the close and ends the user.
 
     def _stop_connecting_in_loop(self, session: gevent.Greenlet) -> None:
@@ -164,7 +167,10 @@ class HeldConnection(ConnectionKeeper):
         if self._correlator.waiting():  # the replies may have come since the stop
             self._drained.clear()
             self._drained.wait(self.close_timeout)
-        if connection.closed is None:
+        self._close_at_stop(connection)
+
+    def _close_at_stop(self, connection: Connection) -> None:
+        if connection.closed is None:  # else the server closed it first: _closed_in_loop counted how
             self._closing_at_stop = True
             connection.start_close()
 
