@@ -26,7 +26,16 @@ PACKAGE = "wslocust"
 # The layers from the bottom up. A module may import modules of its own layer and of the
 # layers below it, never above. "name.*" is a package with everything in it.
 STACK: list[tuple[str, list[str]]] = [
-    ("foundation", ["wslocust.exceptions", "wslocust.redaction", "wslocust.formatting", "wslocust.arguments"]),
+    (
+        "foundation",
+        [
+            "wslocust.exceptions",
+            "wslocust.redaction",
+            "wslocust.formatting",
+            "wslocust.arguments",
+            "wslocust.gc_freeze",
+        ],
+    ),
     ("codec", ["wslocust.codec.*"]),
     ("transport", ["wslocust.transport.*"]),
     # Every patch of a Locust internal: it imports only Locust, so each Locust-facing layer above may call it.

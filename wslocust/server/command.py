@@ -14,9 +14,10 @@ import gevent
 
 from ..arguments import CommandLineParser
 from ..exceptions import ConfigurationError
+from ..gc_freeze import FREEZER, LOOK_EVERY
 from .config import CONTROL_TOKEN_ENV, FIELD_CHECKS, HANDSHAKE_TIMEOUT_ENV, ServerConfig
 from .listener import raise_open_files_limit
-from .reference import create_server
+from .reference import ReferenceServer, create_server
 
 __all__ = ["SERVE_DESCRIPTION", "add_arguments", "build_parser", "main", "run"]
 
@@ -167,13 +168,22 @@ def run(args: argparse.Namespace) -> int:
             f"(generated; choose one with --control-token or {CONTROL_TOKEN_ENV})",
             flush=True,
         )
+    # The process is the server's alone: its connections' objects out of the collector's full passes.
+    freezer = gevent.spawn(_freeze_while_connections_come, server)
     try:
         server.serve_forever()
     finally:
+        freezer.kill()
         for handler in handlers:
             handler.cancel()
     print(json.dumps(server.stats()), flush=True)
     return 0
+
+
+def _freeze_while_connections_come(server: ReferenceServer) -> None:
+    while True:
+        gevent.sleep(LOOK_EVERY)
+        FREEZER.look("connections", server.counters.connections_open)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,6 @@ from gevent import GreenletExit
 from wslocust.exceptions import ConfigurationError, ConnectionClosed, connection_closed
 from wslocust.transport.connection import Connection, Proxy
 from wslocust.user.keeper import ConnectionKeeper
-from wslocust.user.state import ConnectionState
 
 __all__ = ["HeldConnection"]
 
@@ -121,10 +120,8 @@ class HeldConnection(ConnectionKeeper):
             self._drained.set()
             if self._closing_at_stop or self._retiring:  # closed by us: by the stop, or at the end of its lifetime
                 self.counters.closed += 1
-            else:  # the server closed it while the stop waited for the last replies: lost, and they with it
-                self.counters.disconnects += 1
-                self._fail("disconnect", closed)
-                self._fail_pending(closed)
+            else:
+                self._lost_at_stop(closed)
             self._end_in_loop()
             return
         delay = self._after_close(closed)
@@ -175,9 +172,6 @@ class HeldConnection(ConnectionKeeper):
             connection.start_close()
 
     def _end_in_loop(self) -> None:
-        """The user held in the loop is done: the last of :meth:`_shutdown`, then Locust sees it end."""
-        self._correlator.discard_all()  # counted in replies_in_flight_at_stop
-        self._end_receives(None)
-        if self.state is not ConnectionState.FAILED:
-            self._set_state(ConnectionState.CLOSED)
+        """The user held in the loop is done: the end of a stop, then Locust sees it end."""
+        self._stopped()
         self.end_held_in_loop()

@@ -324,10 +324,8 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
                     connection.close(timeout=max(0.0, deadline - perf_counter()))
                 finally:  # as above
                     self.counters.closed += 1
-            else:  # the server closed it (or it was lost) while the stop waited for the last replies
-                self.counters.disconnects += 1
-                self._fail("disconnect", lost)
-                self._fail_pending(lost)
+            else:
+                self._lost_at_stop(lost)
         if receiver is not None:
             receiver.kill(block=True)
         if session is not None and not session.dead and session is not gevent.getcurrent():
@@ -336,6 +334,16 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
                 # connection that the user never did (a churning run stops in many upgrades).
                 session.join(max(0.0, deadline - perf_counter()))
             session.kill(block=True)
+        self._stopped()
+
+    def _lost_at_stop(self, closed: ConnectionClosed) -> None:
+        """Closed by the server (or lost) while the stop waited for its replies: the connection lost, they with it."""
+        self.counters.disconnects += 1
+        self._fail("disconnect", closed)
+        self._fail_pending(closed)
+
+    def _stopped(self) -> None:
+        """The end of a stop: replies still awaited count as in flight at the stop; the state is final."""
         self._correlator.discard_all()  # counted in replies_in_flight_at_stop
         self._end_receives(None)
         if self.state is not ConnectionState.FAILED:
