@@ -64,6 +64,7 @@ class PartitionedUser(WebSocketUser):
 """
 
 _TABLE_CONNECTS = re.compile(r"^\s*WS\s+connect\s+(\d+)\s")
+_TABLE_RECONNECT_FAILURES = re.compile(r"^\s*WS\s+reconnect\s+\d+\s+(\d+)\(")
 
 
 @pytest.fixture
@@ -95,6 +96,12 @@ def sockets(cluster: Cluster, host: Host, state: str) -> list[str]:
 def reported_connects(master: LocustProcess) -> int:
     """The connects in the master's latest statistics table (from the workers' reports)."""
     counts = [int(match[1]) for match in map(_TABLE_CONNECTS.match, master.lines("stderr")) if match]
+    return counts[-1] if counts else 0
+
+
+def reported_reconnect_failures(master: LocustProcess) -> int:
+    """The failed reconnects in the master's latest statistics table."""
+    counts = [int(match[1]) for match in map(_TABLE_RECONNECT_FAILURES.match, master.lines("stderr")) if match]
     return counts[-1] if counts else 0
 
 
@@ -186,9 +193,10 @@ def test_a_partition_between_a_worker_and_the_server_is_detected_counted_and_rec
     cluster.partition(w0, srv)
     # Pings go unanswered: each connection is declared dead and dropped by its user.
     wait_until(lambda: not sockets(cluster, w0, "established"), 10, "every connection declared dead", everyone)
-    # Reconnects run into the partition: wait until one has timed out (its SYN_SENT socket is gone).
-    attempt = wait_until(lambda: sockets(cluster, w0, "syn-sent"), 10, "a reconnect attempt", everyone)[0]
-    wait_until(lambda: attempt not in sockets(cluster, w0, "syn-sent"), 10, "a reconnect timing out", everyone)
+    # Reconnects run into the partition (SYN_SENT, unanswered): wait until one has timed out, as reported. Not
+    # by its socket leaving SYN_SENT: the kernel may give the next attempt the same local port at once.
+    wait_until(lambda: sockets(cluster, w0, "syn-sent"), 10, "a reconnect attempt", everyone)
+    wait_until(lambda: reported_reconnect_failures(master) > 0, 15, "a reconnect timing out", everyone)
     cluster.heal(w0, srv)
     # The population back: the kernel's TCP handshakes, and the server's upgrades (a user counts its reconnect
     # at the 101 response; an upgrade may still be under way after its handshake).
