@@ -1,5 +1,5 @@
 """
-The users' long-lived objects out of the garbage collector's full passes (``wslocust.run.gc_freeze``): real
+The users' long-lived objects out of the garbage collector's full passes (``wslocust.gc_freeze``): real
 users held against the reference server in this process, in Locust's LocalRunner.
 """
 
@@ -16,7 +16,6 @@ from locust.env import Environment
 
 from wslocust import WebSocketUser
 from wslocust.gc_freeze import Freezer
-from wslocust.run.gc_freeze import freeze_while_users_come
 from wslocust.run.state import run_state
 
 
@@ -37,7 +36,7 @@ def test_users_that_came_are_frozen_and_thawed_for_a_full_collection_when_some_e
 
     environment = Environment(user_classes=[Holder], events=locust.events, host=f"ws://127.0.0.1:{server.port}/ws")
     runner = environment.create_local_runner()
-    freezer = gevent.spawn(freeze_while_users_come, runner, Freezer())
+    freezer = gevent.spawn(Freezer().look_forever, "users", lambda: runner.user_count, gevent.sleep)
     counters = run_state(environment).counters
     try:
         runner.start(40, spawn_rate=1000)

@@ -15,12 +15,13 @@ cycle). Only cycles among those objects would wait, so when some end (a ramp-dow
 unfrozen, and nothing is frozen again until CPython's next full collection has run: it collects the ended
 ones' cycles when it would have anyway. A steady run freezes nothing more.
 
-Pure: no gevent; its callers look once a second (:data:`LOOK_EVERY`).
+Pure: no gevent; :meth:`Freezer.look_forever` runs in a greenlet with gevent's sleep.
 """
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 
 __all__ = ["FREEZER", "LOOK_EVERY", "Freezer"]
 
@@ -52,6 +53,12 @@ class Freezer:
             gc.collect(1)  # the young generations' garbage, not to be frozen with the rest
             gc.freeze()
             self._frozen_at = dict(self._seen)  # every source's objects are frozen now, not only this one's
+
+    def look_forever(self, source: str, alive: Callable[[], int], sleep: Callable[[float], object]) -> None:
+        """:meth:`look` every :data:`LOOK_EVERY` seconds, forever: a greenlet, ``sleep`` gevent's."""
+        while True:
+            sleep(LOOK_EVERY)
+            self.look(source, alive())
 
 
 FREEZER = Freezer()

@@ -103,6 +103,7 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from wslocust import locust_compat
+from wslocust.gc_freeze import FREEZER
 from wslocust.integration import distributed, forked_workers, limits, options, recovery, scenario, secrets, target
 from wslocust.integration.shapes import ErrorRecovery
 from wslocust.integration.source_addresses import check_source_addresses, set_up_source_addresses
@@ -112,7 +113,6 @@ from wslocust.reporting import bucketing, csv_files, dashboard, reports, verdict
 from wslocust.reporting.html_report import report_section
 from wslocust.reporting.live import Live, tick_forever
 from wslocust.reporting.series import Series, record_forever
-from wslocust.run.gc_freeze import freeze_while_users_come
 from wslocust.run.pacing import tell_workers_their_rate
 from wslocust.run.state import REPORT_KEY, RunState, run_state, worker_report
 
@@ -157,7 +157,8 @@ def _on_init(environment: Environment, runner: Any = None, web_ui: Any = None, *
             locust_compat.limit_master_heartbeat_timeout(runner, distributed.MASTER_TIMEOUT)
             locust_compat.report_as_soon_as_stopped(runner)
         set_up_source_addresses(environment, state)
-        state.greenlets.append(gevent.spawn(freeze_while_users_come, runner))
+        # The users' long-lived objects out of the collector's full passes while users come (wslocust.gc_freeze).
+        state.greenlets.append(gevent.spawn(FREEZER.look_forever, "users", lambda: runner.user_count, gevent.sleep))
     # 5. The scenario.
     if is_worker:
         runner.register_message(scenario.SCHEDULE_MESSAGE, lambda msg, **_: scenario.receive_schedule(state, msg.data))

@@ -180,8 +180,9 @@ def _held_in_loop(user: SessionUser) -> None:
 STOPS_PER_TURN = 200
 """
 Users a whole stop stops between two turns of the event loop. In one go, a worker holding 12,500
-connections in the loop stalled it for 12 s on a busy machine; 200 at a time, 10,000 users stop in
-~1.3 s with the loop's longest gap ~20 ms (``ramp_down_memory.py``-style probe, 2026-12-03).
+connections in the loop stalled it for 12 s on a busy machine; 200 at a time, 10,000 held users stop in
+1.71-1.75 s with the loop's longest gap 22-25 ms, against 337-400 ms in one go
+(``python benchmarks/ramp_down_memory.py --users 10500 --to 10000``, 2026-12-03).
 """
 
 

@@ -14,10 +14,10 @@ import gevent
 
 from ..arguments import CommandLineParser
 from ..exceptions import ConfigurationError
-from ..gc_freeze import FREEZER, LOOK_EVERY
+from ..gc_freeze import FREEZER
 from .config import CONTROL_TOKEN_ENV, FIELD_CHECKS, HANDSHAKE_TIMEOUT_ENV, ServerConfig
 from .listener import raise_open_files_limit
-from .reference import ReferenceServer, create_server
+from .reference import create_server
 
 __all__ = ["SERVE_DESCRIPTION", "add_arguments", "build_parser", "main", "run"]
 
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     # The process is the server's alone: its connections' objects out of the collector's full passes.
-    freezer = gevent.spawn(_freeze_while_connections_come, server)
+    freezer = gevent.spawn(FREEZER.look_forever, "connections", lambda: server.counters.connections_open, gevent.sleep)
     try:
         server.serve_forever()
     finally:
@@ -178,12 +178,6 @@ def run(args: argparse.Namespace) -> int:
             handler.cancel()
     print(json.dumps(server.stats()), flush=True)
     return 0
-
-
-def _freeze_while_connections_come(server: ReferenceServer) -> None:
-    while True:
-        gevent.sleep(LOOK_EVERY)
-        FREEZER.look("connections", server.counters.connections_open)
 
 
 def build_parser() -> argparse.ArgumentParser:
