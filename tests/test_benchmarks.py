@@ -408,3 +408,14 @@ def test_the_greenlet_floor_is_measured_in_a_process_of_its_own():
     floor = peers._greenlet_floor(Context(plan_pinning(), Path("/nonexistent")))
     # A suspended greenlet keeps at least its greenlet objects and a slice of the C stack; never a page per byte.
     assert floor is not None and 1_000 < floor < 64_000
+
+
+def test_the_cost_of_recording_a_request_is_printed_for_both_paths_and_both_buckets():
+    completed = subprocess.run(
+        [sys.executable, "benchmarks/request_log_cost.py", "--requests", "1000", "--repeat", "1"],
+        check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    lines = [line for line in completed.stdout.splitlines() if "events.request" in line]
+    assert [line.split(":")[0].strip() for line in lines] == ["locust buckets", "wslocust buckets"]
+    assert all(re.search(r"events\.request \d+\.\d\d, RequestLog \d+\.\d\d \(x\d+\.\d\d", line) for line in lines)

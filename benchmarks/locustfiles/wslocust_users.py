@@ -13,10 +13,10 @@ The wslocust users the benchmarks run, with full Locust statistics on.
 - ``RequestUser``: the same pacing, ``self.request()`` with JSON messages carrying an
   ``id`` and ``reply_key`` returning it.
 
-``--bench-size`` sets ``message_size`` of all. Every user tells ``bench_messages``
-which connection each reply came on, as it arrives (benchmark-only: ``latency-error``
-joins the client's and the server's times per message), and each process adds its
-WebSocket counters (``sends_late``...) to its per-message file.
+``--bench-size`` sets ``message_size`` of all. With ``--bench-messages`` (``latency-error``
+joins the client's and the server's times per message) every user tells ``bench_messages``
+which connection each reply came on, as it arrives, and each process adds its WebSocket
+counters (``sends_late``...) to its per-message file; without it, the users run as a user's would.
 """
 
 import json
@@ -56,9 +56,10 @@ class _JoinedUser(WebSocketUser):
             self._bench_connection, self._bench_port = connection, _local_port(connection)
         bench_messages.replied_on(self._bench_port)
 
-    def _on_message(self, message, received_at):
+    def _on_message_joined(self, message, received_at):
         # Every message, before its request event fires (an echo's reply is matched by its payload,
-        # without reply_key): a private hook, as benchmark-only instrumentation may use.
+        # without reply_key): a private hook, as benchmark-only instrumentation may use. Installed
+        # as _on_message with --bench-messages only: other runs do not pay for it.
         self._replied_on_connection()
         super()._on_message(message, received_at)
 
@@ -112,6 +113,8 @@ def _message_size(environment, **_):
         user.message_size = options.bench_size
     PacedEchoUser.payload = "x" * options.bench_size
     PacedEchoUser.wait_time = RequestUser.wait_time = constant_pacing(options.bench_interval or 3600.0)
+    if getattr(options, "bench_messages", ""):
+        _JoinedUser._on_message = _JoinedUser._on_message_joined
 
 
 bench_messages.summaries.append(lambda environment: {"ws_counters": run_state(environment).counters.as_dict()})

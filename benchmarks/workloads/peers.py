@@ -376,8 +376,10 @@ def _throughput_gap(variant: str, row: dict[str, Any], best: dict[str, Any] | No
         return text + ": no room at all; nothing short of a faster codec and socket path closes it"
     return text + (
         "\n  what would close it: that work cut by "
-        f"{(ours - budget) / (ours - lean_us):.0%}: statistics counted in bulk outside Locust's per-request event "
-        "removes at most Locust's share, a task-less user the task loop (wslocust-window)"
+        f"{(ours - budget) / (ours - lean_us):.0%}; Locust's statistics are already written without its "
+        "per-request event (wslocust/locust_compat/request_log.py) while nothing else listens; a task-less user "
+        "skips the task loop (wslocust-window); what is left is the reply's matching, its kernel timestamp and "
+        "the request's bookkeeping (--profile)"
     )
 
 

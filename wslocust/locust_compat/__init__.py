@@ -12,6 +12,7 @@ It imports Locust (and Flask, gevent) only, nothing of wslocust's, so every laye
 
 from wslocust.locust_compat.pages import add_to_web_ui_page, extend_html_report, locust_get_html_report
 from wslocust.locust_compat.parser import name_option_errors
+from wslocust.locust_compat.request_log import RequestLog
 from wslocust.locust_compat.runners import (
     STOP_ALLOWANCE,
     accept_reports_without_user_counts,
@@ -47,6 +48,7 @@ from wslocust.locust_compat.web import (
 __all__ = [
     "PATCHED",
     "STOP_ALLOWANCE",
+    "RequestLog",
     "SessionUser",
     "accept_reports_without_user_counts",
     "add_to_web_ui_page",

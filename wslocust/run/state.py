@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from wslocust.locust_compat import RequestLog
 from wslocust.run.counters import WsCounters
 from wslocust.run.loop_lag import LoopLag
 from wslocust.run.pacing import StartPacer
@@ -181,6 +182,13 @@ class RunState:
     ``quitting``, before the thresholds' verdict."""
     greenlets: list[gevent.Greenlet] = field(default_factory=list)
     """Background greenlets of this run (sampling, CSV writing); killed at ``quit``."""
+    _request_log: RequestLog | None = None
+
+    def request_log(self, environment: Environment) -> RequestLog:
+        """Where this process's users record their successful requests (:mod:`wslocust.locust_compat.request_log`)."""
+        if self._request_log is None:
+            self._request_log = RequestLog(environment, "WS")
+        return self._request_log
 
     # Workers, as the master sees them ---------------------------------------------
 
@@ -236,4 +244,3 @@ def run_state(environment: Environment) -> RunState:
         state = RunState(start_pacer=StartPacer(environment))
         setattr(environment, ATTRIBUTE, state)
     return state
-

@@ -179,9 +179,7 @@ class ConnectionKeeper(ConnectionOpening, Pings, PeriodicMessages):
             counters.connects_succeeded += 1
             if not first:
                 counters.reconnects += 1
-            self._fire(
-                request_type="WS", name=name, response_time=elapsed, response_length=0, exception=None, context={}
-            )
+            self._succeed(name, elapsed, 0)
             self._correlator.new_connection()
             self.connection = connection
             self._set_state(ConnectionState.OPEN)

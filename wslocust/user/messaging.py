@@ -4,13 +4,13 @@ Requests and replies over a user's current connection: sending, waiting, waking 
 The books (which reply answers which request, what came back wrong) are kept by
 :class:`~wslocust.user.correlation.Correlator`; this part does the I/O around them: it sends on the
 connection, switches a blocked greenlet out until its reply or its timeout, wakes it from the hub,
-fires Locust's events, and hands every received message to the request it answers or to ``on_message``.
+records Locust's requests, and hands every received message to the request it answers or to ``on_message``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -42,7 +42,7 @@ class Messaging:
     in_flight: int
     message_size: int
     _correlator: Correlator
-    _fire: Any
+    _succeed: Callable[[str, float, int], None]
     _hub: Any
     _open: gevent.event.Event
     _drained: gevent.event.Event
@@ -220,14 +220,7 @@ class Messaging:
             elapsed = received_at - pending.scheduled_at
             if elapsed < 0:
                 elapsed = untrusted_stamp(counters, pending.scheduled_at)
-            self._fire(
-                request_type="WS",
-                name=pending.name,
-                response_time=elapsed * 1000,
-                response_length=size,
-                exception=None,
-                context={},
-            )
+            self._succeed(pending.name, elapsed * 1000, size)
             if pending.blocking:
                 self._wake_soon(pending)
             elif self._holding and self.in_flight > 0 and not self._retiring:

@@ -6,6 +6,7 @@ timed as a ``ping`` request, a missing one failed as :class:`~wslocust.exception
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -35,7 +36,7 @@ class Pings:
     ping_interval: float
     ping_timeout: float
     counters: Any
-    _fire: Any
+    _succeed: Callable[[str, float, int], None]
     _pongs: dict[bytes, tuple[float, gevent.event.AsyncResult]]
     """Pings in flight on the current connection: data -> (sent at, woken by the pong)."""
 
@@ -76,12 +77,5 @@ class Pings:
         elapsed = received_at - sent_at
         if elapsed < 0:
             elapsed = untrusted_stamp(self.counters, sent_at)
-        self._fire(
-            request_type="WS",
-            name="ping",
-            response_time=elapsed * 1000,
-            response_length=0,
-            exception=None,
-            context={},
-        )
+        self._succeed("ping", elapsed * 1000, 0)
         waiter.set(received_at)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 __all__ = ["SENT_AT_FIELD", "PushTimingUser", "epoch_time", "sent_at_field", "time_push"]
 
@@ -37,7 +38,7 @@ mistake (milliseconds, or a ``perf_counter()`` reading, rather than ``time.time(
 class PushTimingUser(Protocol):
     """What :func:`time_push` needs of a user (a :class:`~wslocust.user.websocket_user.WebSocketUser`)."""
 
-    _fire: Any
+    _succeed: Callable[[str, float, int], None]
     _push_timing_off: bool
 
     def push_sent_at(self, message: str | bytes) -> float | None: ...
@@ -107,11 +108,4 @@ def time_push(user: PushTimingUser, message: str | bytes, received_at: float, si
         user._push_timing_off = True
         user._report_user_error(exc)
         return
-    user._fire(
-        request_type="WS",
-        name="push",
-        response_time=max(0.0, (received - sent_at) * 1000),
-        response_length=size,
-        exception=None,
-        context={},
-    )
+    user._succeed("push", max(0.0, (received - sent_at) * 1000), size)

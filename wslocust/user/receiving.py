@@ -49,7 +49,7 @@ class Receiving:
 
     # From the rest of WebSocketUser.
     reply_timeout: float
-    _fire: Any
+    _succeed: Callable[[str, float, int], None]
     _receivers: list[WaitingReceive]
     """The calls waiting, oldest first; a message goes to the first one whose predicate accepts it."""
 
@@ -116,15 +116,8 @@ class Receiving:
             self._receivers.remove(receiver)
             receiver.message = message
             receiver.woken.set()
-            self._fire(
-                request_type="WS",
-                name=receiver.name,
-                # A message read after the call whose bytes reached the host just before it: 0, not negative.
-                response_time=max(0.0, received_at - receiver.started_at) * 1000,
-                response_length=size,
-                exception=None,
-                context={},
-            )
+            # A message read after the call whose bytes reached the host just before it: 0, not negative.
+            self._succeed(receiver.name, max(0.0, received_at - receiver.started_at) * 1000, size)
             return True
         return False
 

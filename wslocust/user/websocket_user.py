@@ -210,6 +210,8 @@ class WebSocketUser(HeldConnection, Receiving, SessionUser):
         self.counters: WsCounters = run_state(environment).counters
         """The WebSocket counters of this process, shared by its users."""
         self._fire = environment.events.request.fire
+        # Successes straight into Locust's statistics while nothing else listens (see RequestLog).
+        self._succeed = run_state(environment).request_log(environment).success
         self._correlator = Correlator(self.counters)
         self._ready = gevent.event.Event()  # first connect done, or given up
         self._open = gevent.event.Event()
