@@ -15,9 +15,11 @@ import importlib
 import inspect
 import json
 import os
+import random
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,7 +38,7 @@ from locust.exception import StopUser
 from locust.stats import RequestStats, StatsCSV, setup_distributed_stats_event_listeners
 
 from wslocust import locust_compat
-from wslocust.locust_compat import SessionUser
+from wslocust.locust_compat import RequestLog, SessionUser
 from wslocust.reporting import bucketing
 from wslocust.run.pacing import StartPacer
 
@@ -228,6 +230,63 @@ def test_a_listener_put_before_the_runners_reads_the_statistics_before_they_are_
     assert seen == [{}]  # before Locust's listener filled and reset
     assert data["stats_total"]["num_requests"] == 1
     assert stats.total.num_requests == 0
+
+
+class _SetClock:
+    """``time.time`` at a moment the test moves (both paths of a request read the same moment)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _logged_entries(environment: Environment) -> dict:
+    """Every statistics entry and the total, with what Locust would send or print of them."""
+    stats = environment.stats
+    found = {}
+    for key, entry in [*stats.entries.items(), ("total", stats.total)]:
+        fields = entry.serialize()
+        fields.pop("start_time")  # when the entry was made, not what was logged
+        cache = {second: (dict(c.response_times), c.num_requests) for second, c in entry.response_times_cache.items()}
+        found[key] = (fields, cache)
+    return found
+
+
+@pytest.mark.parametrize("wslocust_buckets", [False, True], ids=["locust buckets", "wslocust buckets"])
+def test_a_direct_success_leaves_what_locusts_request_event_leaves(monkeypatch, wslocust_buckets):
+    was_installed = bucketing.installed()
+    if wslocust_buckets:
+        bucketing.install()
+    else:
+        bucketing.uninstall()
+    try:
+        clock = _SetClock()
+        monkeypatch.setattr(time, "time", clock)
+        by_event, direct = Environment(user_classes=[_Idle]), Environment(user_classes=[_Idle])
+        for environment in (by_event, direct):
+            environment.create_local_runner()
+        log = RequestLog(direct, "WS")
+        assert log.direct
+        rng = random.Random(7)
+        for _ in range(600):  # 37 ms apart: over 22 seconds
+            clock.now += 0.037
+            name = rng.choice(["echo", "echo", "connect", "ping"])
+            response_time = rng.choice([0.0, rng.uniform(0.01, 3.0), rng.uniform(3, 150), rng.uniform(150, 9000)])
+            length = rng.randrange(0, 70_000)
+            by_event.events.request.fire(
+                request_type="WS", name=name, response_time=response_time, response_length=length, exception=None
+            )
+            log.success(name, response_time, length)
+    finally:
+        if was_installed:
+            bucketing.install()
+        else:
+            bucketing.uninstall()
+    assert by_event.stats.total.num_requests == 600
+    assert len(by_event.stats.total.response_times_cache) > 5  # the seconds' cache was filled on both sides
+    assert _logged_entries(direct) == _logged_entries(by_event)
 
 
 def test_an_option_of_a_group_becomes_a_web_ui_field():
