@@ -242,14 +242,18 @@ def test_connections_that_live_a_few_milliseconds_make_the_peak_exact(tmp_path):
         server.stop()
     assert_clean_exit(result, 3, expected_code=1)
     counts = server.counts(target)
-    connections = counts["upgrades"]
-    assert connections >= 2 and counts["fault_client_close_1009"] == connections, counts
+    connections, lost = counts["upgrades"], counts["fault_client_close_1009"]
+    # The run's end may find the last connection in the few milliseconds between its upgrade and its first
+    # message (the fault's trigger): then the stop closes it, and it counts as closed, not lost.
+    closed_at_stop = connections - lost
+    assert connections >= 2 and closed_at_stop in (0, 1), counts
     assert results_line(result, "connections") == (
         f"connections peak 1 open; {connections} connects (0 failed attempts, {connections - 1} reconnects), "
-        f"{connections} lost, 0 closed, 0 users gave up"
+        f"{lost} lost, {closed_at_stop} closed, 0 users gave up"
     )
-    # One disconnect per connection, and every message it had sent is lost (a second may leave before the bad frame).
-    assert result.failures == {("disconnect", TOO_BIG): connections, ("echo", TOO_BIG): counts["unanswered"]}
+    # One disconnect per lost connection, and every message it had sent is lost (a second may leave before the
+    # bad frame).
+    assert result.failures == {("disconnect", TOO_BIG): lost, ("echo", TOO_BIG): counts["unanswered"]}
     assert result.summary["sent"] == counts["messages_received"] == counts["unanswered"]
 
 
