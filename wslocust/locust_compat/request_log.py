@@ -53,8 +53,7 @@ class RequestLog:
 
     def success(self, name: str, response_time: float, length: int) -> None:
         """Record a successful request: ``response_time`` in ms, ``length`` bytes."""
-        handlers = self._hook._handlers
-        if len(handlers) != 1 or handlers[0] is not self._locust_listener:
+        if not self.direct:
             self._hook.fire(
                 request_type=self._request_type,
                 name=name,
