@@ -57,7 +57,7 @@ class Messaging:
 
         def reply_key(self, message: str | bytes) -> Hashable: ...
 
-        def _fill_window(self) -> None: ...  # PeriodicMessages, built on this class
+        def _refill_soon(self) -> None: ...  # PeriodicMessages, built on this class
 
         def _fail(self, name: str, exception: Exception, response_time: float | None = None) -> None: ...
 
@@ -224,7 +224,7 @@ class Messaging:
             if pending.blocking:
                 self._wake_soon(pending)
             elif self._holding and self.in_flight > 0 and not self._retiring:
-                self._fill_window()  # closed loop: the next one leaves at once
+                self._refill_soon()  # closed loop: the next one leaves in this turn of the event loop
             if (self._stopping or self._retiring) and not correlator.waiting():
                 self._drained.set()
             return
