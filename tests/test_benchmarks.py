@@ -336,6 +336,25 @@ def test_a_missed_throughput_target_comes_with_what_it_allows_per_echo_and_what_
     assert met.count("met") == 2 and "MISSED" not in met and "allows" not in met and "would close" not in met
 
 
+def test_a_task_loop_that_misses_while_the_task_less_loop_meets_names_the_task_loop_as_the_gap():
+    from benchmarks.workloads import peers
+
+    window = {"variant": "wslocust-window", "msgs_per_generator_cpu_s": 44_000, "vs_best_peer": 1.76,
+              "vs_lean_loop": 0.88, "generator_system_us_per_msg": 10.0}  # fmt: skip
+    verdict = peers._verdict("throughput", [*_throughput_rows(20_000, 25_000, 50_000), window])
+    assert "target 2: wslocust-window x1.76 the best peer" in verdict
+    [user_part] = [part for part in verdict.split("\ntarget 2: ") if part.startswith("wslocust-user")]
+    assert "MISSED" in user_part
+    assert (
+        "without a task (wslocust-window, in_flight = 1) met both targets in this run, at 22.7 us per echo" in user_part
+    )
+    assert "the other 27.3 us are what a task costs: Locust's task loop" in user_part
+    # A window that missed too is no answer: the generic one is given.
+    window.update(vs_lean_loop=0.80)
+    missed = peers._verdict("throughput", [*_throughput_rows(20_000, 25_000, 50_000), window])
+    assert "met both targets" not in missed and "the reply's matching" in missed
+
+
 def test_a_missed_memory_target_comes_with_the_memory_per_connection_it_allows():
     from benchmarks.workloads import peers
 
