@@ -209,14 +209,16 @@ def test_the_results_block_shows_the_lag_and_warns_of_a_stalling_generator_and_n
         assert stalling.wait() == 0, stalling.stderr[-3000:]
 
     p99, worst = event_loop_line(stalling.stderr)
-    assert worst >= 19.0 and p99 > 1.0
+    assert worst >= 19.0 and p99 > LAG_WARNING_MS
     assert "WebSocket  LAGGING: local " in stalling.stderr  # the console lines under the periodic table
     warning = re.search(r"its event loop lagged, loop-lag p99 above 5 ms in (\d+) one-second window", stalling.stderr)
     assert warning and int(warning[1]) >= 2, stalling.stderr[-3000:]
 
+    # The bar is the one the product calls lagging, not a tighter one: the idle run's p99 is 0.03-0.1 ms
+    # on a quiet machine and above 1 ms on a busy one (the CI's, beside a demo), which is no stall.
     # (Locust's own stop may stall the loop once, in the last window: only the run's p99 is asserted.)
     p99, worst = event_loop_line(idle.stderr)
-    assert p99 < 1.0, idle.stderr[-3000:]
+    assert p99 < LAG_WARNING_MS, idle.stderr[-3000:]
 
 
 @pytest.mark.slow
