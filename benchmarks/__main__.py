@@ -2,8 +2,9 @@
 The benchmark suite's entry point: ``python -m benchmarks NAME [options]``.
 
 NAME is one of the workloads (``throughput``, ``hold-10k``, ``connect-rate``,
-``latency-error``, ``hold-50k``, ``scaling``, ``peers``) or ``all`` (every workload with
-its defaults, in that order, hold-50k only with ``--include-50k``, peers never: ~20 minutes).
+``latency-error``, ``hold-50k``, ``scaling``, ``peers``, ``compression``, ``codec``) or
+``all`` (``throughput``, ``hold-10k``, ``connect-rate``, ``latency-error`` and ``scaling``
+with their defaults, in that order; ``hold-50k`` too with ``--include-50k``).
 ``python -m benchmarks NAME --help`` lists a workload's options.
 
 Each workload prints a table and one ``RESULT {json}`` line per result on
@@ -26,7 +27,7 @@ from typing import Any
 
 from .measure import Context
 from .processes import log, plan_pinning, raise_open_files_limit, set_logs_directory, stop_all_children
-from .workloads import compression, connect_rate, hold, hold_50k, latency_error, peers, scaling, throughput
+from .workloads import codec, compression, connect_rate, hold, hold_50k, latency_error, peers, scaling, throughput
 
 __all__ = ["WORKLOADS", "main"]
 
@@ -39,6 +40,7 @@ WORKLOADS: dict[str, ModuleType] = {
     "scaling": scaling,
     "peers": peers,
     "compression": compression,
+    "codec": codec,
 }
 """Each module has ``add_arguments(parser)``, ``run(args, context) -> results`` and its docstring as help."""
 IN_ALL = ("throughput", "hold-10k", "connect-rate", "latency-error", "scaling")

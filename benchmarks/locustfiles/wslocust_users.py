@@ -17,9 +17,14 @@ The wslocust users the benchmarks run, with full Locust statistics on.
 joins the client's and the server's times per message) every user tells ``bench_messages``
 which connection each reply came on, as it arrives, and each process adds its WebSocket
 counters (``sends_late``...) to its per-message file; without it, the users run as a user's would.
+
+``WSLOCUST_BENCH_CODEC`` (the ``codec`` workload) names the library that frames and parses every
+connection's messages: ``wslocust`` (its own, the default), ``websockets`` or ``wsproto``
+(``benchmarks/codec_adapters.py``).
 """
 
 import json
+import os
 
 import bench_cprofile  # noqa: F401  --bench-cprofile: latency-error --profile
 import bench_messages
@@ -27,8 +32,11 @@ import bench_probe
 import bench_stall  # noqa: F401  --bench-stall: a loaded generator
 from locust import constant, constant_pacing, events, task
 
+from benchmarks.codec_adapters import install as install_codec
 from wslocust import WebSocketUser
 from wslocust.run.state import run_state
+
+install_codec(os.environ.get("WSLOCUST_BENCH_CODEC", "wslocust"))
 
 __all__ = ["EchoUser", "HoldUser", "PacedEchoUser", "RequestUser", "WindowUser"]
 
