@@ -241,7 +241,7 @@ def test_codec_runs_the_same_user_with_each_library_framing_its_messages(tmp_pat
     outputs = "".join(path.read_text(errors="replace") for path in tmp_path.rglob("*") if path.is_file())
     assert outputs.count("frames and parses with WebsocketsProtocol (websockets)") == 1
     assert outputs.count("frames and parses with WsprotoProtocol (wsproto)") == 1
-    assert "target 5 (the codec inside the full user path" in completed.stdout
+    assert "the codec inside the full user path (medians of the per-round ratios):" in completed.stdout
     assert_all_gone(logged_pids(tmp_path))
 
 

@@ -161,7 +161,7 @@ def _verdict(rows: list[dict[str, Any]]) -> str:
         )
     if not lines:
         return ""
-    return "\ntarget 5 (the codec inside the full user path, medians of the per-round ratios):\n  " + "\n  ".join(lines)
+    return "\nthe codec inside the full user path (medians of the per-round ratios):\n  " + "\n  ".join(lines)
 
 
 COLUMNS = (
