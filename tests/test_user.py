@@ -18,6 +18,7 @@ from locust.env import Environment
 from wslocust import ConnectionState, WebSocketUser
 from wslocust.run.state import run_state
 from wslocust.server import ServerConfig, create_server
+from wslocust.user.ticks import BURST_GAP, SEND_SLACK, StepBurst
 
 
 def start_run(*user_classes, users=1, host=None):
@@ -64,6 +65,31 @@ def test_periodic_messages_are_echoed_and_counted_like_the_server(server):
     assert totals.bytes_received == truth.bytes_sent
     assert totals.open == 0 and totals.closed == 5
     wait_for(lambda: server.counters.connections_open == 0, timeout=5)
+
+
+def test_a_steps_burst_that_started_on_time_is_on_schedule_and_one_that_started_late_or_broke_off_is_not():
+    burst = StepBurst()
+    step = 1000.0
+    # 75 ticks of one step (15,000 messages a second on the 5 ms grid), the first sent 0.5 ms after
+    # the step, each 40 us after the one before: the last leaves 3.5 ms after its tick, on its cadence.
+    sends = [step + 0.0005 + i * 0.00004 for i in range(75)]
+    assert all(burst.on_schedule(step, at) for at in sends)
+    assert sends[-1] - step > SEND_SLACK
+    # The event loop did something else for longer than BURST_GAP: the rest of the step fell behind.
+    resumed = sends[-1] + BURST_GAP + 0.0001
+    assert not burst.on_schedule(step, resumed)
+    assert not burst.on_schedule(step, resumed + 0.00004)
+    # The next step's first message left late: the generator fell behind, and its whole burst with it.
+    step += 0.005
+    first = step + SEND_SLACK + 0.001
+    assert not burst.on_schedule(step, first)
+    assert not burst.on_schedule(step, first + 0.00004)
+    # A step whose first message left on time starts a burst of its own; a tick repeated with another
+    # interval's rounding (a microsecond off) belongs to it, an earlier step's late message does not.
+    step += 0.005
+    assert burst.on_schedule(step, step + 0.0018)
+    assert burst.on_schedule(step + 1e-9, step + SEND_SLACK + 0.0003)
+    assert not burst.on_schedule(step - 0.005, step + SEND_SLACK + 0.0004)
 
 
 def test_echo_request_and_unsolicited_messages(server):
