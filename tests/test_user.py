@@ -75,6 +75,10 @@ def test_a_steps_burst_that_started_on_time_is_on_schedule_and_one_that_started_
     sends = [step + 0.0005 + i * 0.00004 for i in range(75)]
     assert all(burst.on_schedule(step, at) for at in sends)
     assert sends[-1] - step > SEND_SLACK
+    # A burst longer than its step (and the slack) cannot keep the cadence: its tail is late.
+    longer = StepBurst()
+    tail = [step + 0.0005 + i * 0.00004 for i in range(200)]  # the last 8.5 ms after the tick
+    assert [longer.on_schedule(step, at) for at in tail].count(False) == sum(at - step > 0.007 for at in tail) > 0
     # The event loop did something else for longer than BURST_GAP: the rest of the step fell behind.
     resumed = sends[-1] + BURST_GAP + 0.0001
     assert not burst.on_schedule(step, resumed)

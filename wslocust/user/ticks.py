@@ -47,7 +47,8 @@ class StepBurst:
     one after the other: at 15,000 messages a second, 75 a step, the last ~3 ms after the tick. The
     step is on schedule when its first message left within :data:`SEND_SLACK` of it; the messages
     queued behind it in the same burst are on schedule too (each on its connection's cadence), and are
-    timed from their send. Only a step that started late, or a burst that broke off, is the generator
+    timed from their send, until the burst outlasts its step (:data:`TICK_GRID` + :data:`SEND_SLACK`).
+    A step that started late, a burst that broke off and one longer than its step are the generator
     falling behind. One per process: every user's ticks share the grid.
     """
 
@@ -63,7 +64,11 @@ class StepBurst:
             on_schedule = True
         else:
             # Ticks of one step are equal but for the rounding of their repeats (microseconds apart at most).
-            on_schedule = abs(tick - self.step) < 1e-6 and sent_at - self.last_send <= BURST_GAP
+            on_schedule = (
+                abs(tick - self.step) < 1e-6
+                and sent_at - self.last_send <= BURST_GAP
+                and sent_at - tick <= TICK_GRID + SEND_SLACK
+            )
         if on_schedule:
             self.step, self.last_send = tick, sent_at
         return on_schedule
