@@ -98,24 +98,24 @@ class WebsocketsProtocol:
 
     def send_text(self, data: str | bytes) -> bytes:
         self._protocol.send_text(data.encode() if isinstance(data, str) else data)
-        return b"".join(self._protocol.data_to_send())
+        return self.data_to_send()
 
     def send_binary(self, data: bytes) -> bytes:
         self._protocol.send_binary(data)
-        return b"".join(self._protocol.data_to_send())
+        return self.data_to_send()
 
     def send_ping(self, data: bytes = b"") -> bytes:
         self._protocol.send_ping(data)
-        return b"".join(self._protocol.data_to_send())
+        return self.data_to_send()
 
     def send_pong(self, data: bytes = b"") -> bytes:
         self._protocol.send_pong(data)
-        return b"".join(self._protocol.data_to_send())
+        return self.data_to_send()
 
     def send_close(self, code: int = 1000, reason: str = "") -> bytes:
         if self._protocol.state.value == 1:
             self._protocol.send_close(code, reason)
-        return b"".join(self._protocol.data_to_send())
+        return self.data_to_send()
 
 
 class WsprotoProtocol:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 from contextlib import contextmanager
 from typing import Any
 
@@ -129,24 +128,12 @@ def _add_differences(results: list[dict[str, Any]]) -> None:
 
 
 def _summarize(results: list[dict[str, Any]], codecs: list[str], sizes: list[int]) -> list[dict[str, Any]]:
-    rows = []
-    for size in sizes:
-        for codec in codecs:
-            runs = [r for r in results if r["variant"] == codec and r["size"] == size and "error" not in r]
-            if not runs:
-                failed = next((r for r in results if r["variant"] == codec and r["size"] == size), {})
-                rows.append({"variant": codec, "size": size, "error": failed.get("error", "not run")})
-                continue
-            row: dict[str, Any] = {"variant": codec, "size": size, "rounds": len(runs)}
-            for key in (
-                "server_msgs_per_s", "generator_failures", "msgs_per_generator_cpu_s", "generator_cpu_us_per_echo",
-                "vs_wslocust", "us_per_echo_vs_wslocust", "server_cpu_share",
-            ):  # fmt: skip
-                values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
-                if values:
-                    row[key] = statistics.median(values)
-            rows.append(row)
-    return rows
+    """One row per size and codec: the medians over its rounds, as ``throughput`` summarizes."""
+    return [
+        {**row, "size": size}
+        for size in sizes
+        for row in throughput._summarize([r for r in results if r["size"] == size], codecs)
+    ]
 
 
 def _verdict(rows: list[dict[str, Any]]) -> str:
